@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs everything bkd needs to build and to run its test suite on a fresh
+# Debian machine, then builds bkd. Run as root. Idempotent: steps already done
+# are skipped, so a second run takes seconds.
+set -euo pipefail
+
+BUILDKIT_VERSION="${BUILDKIT_VERSION:-v0.32.2}"
+TEST_USER="${BKD_TEST_USER:-bkdtest}"
+PREFIX=/usr/local/bin
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (installs packages, creates the test user)"
+    exit 1
+  fi
+}
+
+install_packages() {
+  local pkgs=(runc rootlesskit uidmap docker-registry busybox-static slirp4netns
+              iproute2 procps util-linux time openssh-client)
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # The packaged registry starts a system service on :5000; tests run their own.
+  if command -v systemctl >/dev/null && systemctl is-active -q docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
+}
+
+installed_buildkit_version() {
+  "$PREFIX/buildkitd" --version 2>/dev/null | awk '{print $3}'
+}
+
+install_buildkit() {
+  if [ "$(installed_buildkit_version)" = "$BUILDKIT_VERSION" ] && [ -x "$PREFIX/buildctl" ] \
+     && [ -x "$PREFIX/buildctl-daemonless.sh" ]; then
+    return
+  fi
+  log "building buildkitd and buildctl $BUILDKIT_VERSION from the Go module"
+  # The module's go.mod has exclude directives, which `go install pkg@version`
+  # refuses; build inside a writable copy of the downloaded module instead.
+  local moddir src
+  moddir="$(go mod download -json "github.com/moby/buildkit@$BUILDKIT_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$moddir" ] || { log "go mod download of github.com/moby/buildkit@$BUILDKIT_VERSION failed"; exit 1; }
+  src="$(mktemp -d /tmp/bkd-buildkit-src.XXXXXX)"
+  cp -r "$moddir/." "$src"
+  chmod -R u+w "$src"
+  local ldflags="-X github.com/moby/buildkit/version.Version=$BUILDKIT_VERSION -X github.com/moby/buildkit/version.Package=github.com/moby/buildkit"
+  (cd "$src" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$PREFIX/" ./cmd/buildkitd ./cmd/buildctl)
+  rm -rf "$src"
+  # buildctl-daemonless.sh ships in the module itself: it is the reference
+  # the benchmarks and compatibility tests compare bkd against.
+  install -m 0755 "$moddir/examples/buildctl-daemonless/buildctl-daemonless.sh" \
+    "$PREFIX/buildctl-daemonless.sh"
+}
+
+create_test_user() {
+  if ! id "$TEST_USER" >/dev/null 2>&1; then
+    log "creating unprivileged test user $TEST_USER"
+    useradd --create-home --shell /bin/bash "$TEST_USER"
+  fi
+  local f
+  for f in /etc/subuid /etc/subgid; do
+    touch "$f"
+    grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:200000:65536" >>"$f"
+  done
+}
+
+build_bkd() {
+  log "building bkd"
+  (cd "$here" && cargo build --release --locked --all-targets 2>&1 | tail -n 3 >&2)
+}
+
+need_root
+install_packages
+install_buildkit
+create_test_user
+build_bkd
+log "done: buildkitd $(installed_buildkit_version), bkd at $here/target/release/bkd"

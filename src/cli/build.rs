@@ -1,0 +1,376 @@
+//! `bkd build`: flags, their resolution into a build spec, and the command.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use clap::{Args, ValueEnum};
+
+use super::output::parse_output;
+use super::GlobalArgs;
+use crate::client::solve::{build, BuildSpec, ExportSpec};
+use crate::error::{Error, Result};
+use crate::progress::plain::PlainPrinter;
+use crate::progress::Display;
+use crate::session::auth::DockerConfig;
+use crate::session::filesync::LocalDirs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// plain for now
+    Auto,
+    /// buildctl-compatible plain text
+    Plain,
+    /// only errors
+    Quiet,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory
+    #[arg(default_value = ".", value_name = "CONTEXT")]
+    pub context: PathBuf,
+
+    /// Dockerfile path (default: CONTEXT/Dockerfile)
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    /// Stage to build
+    #[arg(long)]
+    pub target: Option<String>,
+
+    /// Build argument (repeatable); KEY alone takes the value from the environment
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+
+    /// Image label (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Do not use the build cache
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Target platform(s), comma-separated (e.g. linux/amd64)
+    #[arg(long)]
+    pub platform: Option<String>,
+
+    /// Output in buildctl syntax, e.g. type=tar,dest=out.tar or type=image,name=REF,push=true (repeatable)
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+
+    /// Image name to build (repeatable); with --push the image is pushed
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+
+    /// Push the image named by --tag
+    #[arg(long)]
+    pub push: bool,
+
+    /// Progress output
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+
+    /// Write the build result (image digest, ...) as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+}
+
+/// The Dockerfile location, split the way the frontend wants it: the
+/// directory served as the `dockerfile` local and the name inside it.
+fn dockerfile_location(context: &Path, file: Option<&Path>) -> Result<(PathBuf, String)> {
+    let path = match file {
+        Some(f) => f.to_path_buf(),
+        None => context.join("Dockerfile"),
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        Error::Input(format!(
+            "cannot read Dockerfile {}: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    })?;
+    if !meta.is_file() {
+        return Err(Error::Input(format!(
+            "Dockerfile {} is not a file",
+            path.display()
+        )));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "Dockerfile name {} is not valid UTF-8",
+                path.display()
+            ))
+        })?
+        .to_string();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = dir.canonicalize().map_err(|e| {
+        Error::Input(format!(
+            "cannot read directory {}: {}",
+            dir.display(),
+            io_reason(&e)
+        ))
+    })?;
+    Ok((dir, name))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn context_dir(context: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(context).map_err(|e| {
+        Error::Input(format!(
+            "cannot read build context {}: {}",
+            context.display(),
+            io_reason(&e)
+        ))
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Input(format!(
+            "build context {} is not a directory",
+            context.display()
+        )));
+    }
+    context.canonicalize().map_err(|e| {
+        Error::Input(format!(
+            "cannot read build context {}: {}",
+            context.display(),
+            io_reason(&e)
+        ))
+    })
+}
+
+fn key_value<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k, v)),
+        _ => Err(Error::Usage(format!(
+            "invalid {flag} {s:?}: expected KEY=VALUE"
+        ))),
+    }
+}
+
+/// Resolves the typed flags into frontend attributes and exporters.
+pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
+    let context = context_dir(&args.context)?;
+    let (dockerfile_dir, dockerfile_name) =
+        dockerfile_location(&args.context, args.file.as_deref())?;
+
+    let mut attrs = HashMap::new();
+    attrs.insert("filename".to_string(), dockerfile_name);
+    if let Some(t) = &args.target {
+        attrs.insert("target".into(), t.clone());
+    }
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                attrs.insert(format!("build-arg:{k}"), v.to_string());
+            }
+            Some(_) => {
+                return Err(Error::Usage(format!(
+                    "invalid --build-arg {a:?}: expected KEY=VALUE"
+                )))
+            }
+            None => {
+                if a.is_empty() {
+                    return Err(Error::Usage(
+                        "invalid --build-arg \"\": expected KEY=VALUE".into(),
+                    ));
+                }
+                if let Ok(v) = std::env::var(a) {
+                    attrs.insert(format!("build-arg:{a}"), v);
+                }
+            }
+        }
+    }
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
+        attrs
+            .entry("build-arg:SOURCE_DATE_EPOCH".into())
+            .or_insert(epoch);
+    }
+    for l in &args.labels {
+        let (k, v) = key_value("--label", l)?;
+        attrs.insert(format!("label:{k}"), v.to_string());
+    }
+    if args.no_cache {
+        attrs.insert("no-cache".into(), String::new());
+    }
+    if let Some(p) = &args.platform {
+        attrs.insert("platform".into(), p.clone());
+    }
+
+    let mut exports = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o).map_err(Error::Usage))
+        .collect::<Result<Vec<ExportSpec>>>()?;
+    if args.push && args.tags.is_empty() {
+        return Err(Error::Usage(
+            "--push needs an image name: add -t REGISTRY/IMAGE:TAG".into(),
+        ));
+    }
+    if !args.tags.is_empty() {
+        let mut image_attrs = HashMap::new();
+        image_attrs.insert("name".to_string(), args.tags.join(","));
+        if args.push {
+            image_attrs.insert("push".into(), "true".into());
+        }
+        exports.push(ExportSpec {
+            kind: "image".into(),
+            attrs: image_attrs,
+            target: None,
+        });
+    }
+    for e in &exports {
+        if let Some(
+            crate::session::filesend::OutputTarget::File(p)
+            | crate::session::filesend::OutputTarget::Dir(p),
+        ) = &e.target
+        {
+            check_output_parent(p)?;
+        }
+    }
+
+    let docker_config = DockerConfig::load(DockerConfig::default_path().as_deref())
+        .map_err(|e| Error::Input(e.to_string()))?;
+
+    let mut locals = LocalDirs::default();
+    locals.insert("context", context.clone());
+    locals.insert("dockerfile", dockerfile_dir);
+
+    Ok(BuildSpec {
+        frontend: "dockerfile.v0".into(),
+        frontend_attrs: attrs,
+        locals,
+        exports,
+        docker_config: Arc::new(docker_config),
+        shared_key: shared_key(&context),
+        ..Default::default()
+    })
+}
+
+/// The output's directory must exist and be writable before the build
+/// starts, so a long build does not fail at the very end.
+fn check_output_parent(dest: &Path) -> Result<()> {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let meta = std::fs::metadata(parent).map_err(|e| {
+        Error::Input(format!(
+            "cannot write output {}: {}: {}",
+            dest.display(),
+            parent.display(),
+            io_reason(&e)
+        ))
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Input(format!(
+            "cannot write output {}: {} is not a directory",
+            dest.display(),
+            parent.display()
+        )));
+    }
+    let probe = tempfile::Builder::new()
+        .prefix(".bkd-probe-")
+        .tempfile_in(parent);
+    probe.map(drop).map_err(|e| {
+        Error::Input(format!(
+            "cannot write output {}: {}: {}",
+            dest.display(),
+            parent.display(),
+            io_reason(&e)
+        ))
+    })
+}
+
+/// One warm copy of the context per project directory in the daemon.
+fn shared_key(context: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    context.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+fn display_for(mode: ProgressMode) -> Box<dyn Display> {
+    match mode {
+        ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainPrinter::new(std::io::stderr())),
+        ProgressMode::Quiet => Box::new(Quiet),
+    }
+}
+
+struct Quiet;
+
+impl Display for Quiet {
+    fn update(&mut self, _update: &crate::progress::Update) {}
+    fn finish(&mut self) {}
+}
+
+/// Writes the exporter response as JSON, like buildctl: values that are
+/// base64-encoded JSON are embedded as JSON.
+pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result<()> {
+    let mut map = serde_json::Map::new();
+    let mut keys: Vec<_> = response.keys().collect();
+    keys.sort();
+    for k in keys {
+        let v = &response[k];
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(|j| j.is_object() || j.is_array());
+        map.insert(
+            k.clone(),
+            decoded.unwrap_or_else(|| serde_json::Value::String(v.clone())),
+        );
+    }
+    let text = serde_json::to_vec_pretty(&serde_json::Value::Object(map))
+        .map_err(|e| Error::OutputWrite(format!("cannot encode metadata: {e}")))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| {
+        Error::OutputWrite(format!(
+            "cannot write metadata file {}: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bkd-metadata-")
+        .tempfile_in(parent)
+        .map_err(fail)?;
+    std::io::Write::write_all(&mut tmp, &text).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
+    let spec = resolve(&args)?;
+    if let Some(p) = &args.metadata_file {
+        check_output_parent(p)?;
+    }
+    let daemon = global.connect().await?;
+    let display = display_for(args.progress);
+    let (outcome, _display) = build(&daemon, spec, display).await;
+    let outcome = outcome?;
+    if let Some(p) = &args.metadata_file {
+        write_metadata(p, &outcome.exporter_response)?;
+    }
+    for w in &outcome.written {
+        tracing::debug!(path = %w.display(), "output written");
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! One build: a session, the Solve call and the Status stream run at once;
+//! outputs are committed only when the solve succeeded.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+
+use super::Daemon;
+use crate::error::{Error, Result};
+use crate::progress::Display;
+use crate::proto::moby::buildkit::v1::{
+    CacheOptions, CacheOptionsEntry, Exporter, SolveRequest, StatusRequest,
+};
+use crate::session::auth::DockerConfig;
+use crate::session::filesend::OutputTarget;
+use crate::session::filesync::LocalDirs;
+use crate::session::secrets::SecretValue;
+use crate::session::{random_id, Session, SessionSpec};
+
+/// One exporter of the build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportSpec {
+    pub kind: String,
+    pub attrs: HashMap<String, String>,
+    /// Where client-side output goes; `None` for exporters that keep the
+    /// result in the daemon or push it.
+    pub target: Option<OutputTarget>,
+}
+
+/// A cache import or export entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSpec {
+    pub kind: String,
+    pub attrs: HashMap<String, String>,
+}
+
+/// Everything the daemon needs for one frontend build.
+#[derive(Debug, Default)]
+pub struct BuildSpec {
+    pub frontend: String,
+    pub frontend_attrs: HashMap<String, String>,
+    pub locals: LocalDirs,
+    pub exports: Vec<ExportSpec>,
+    pub cache_exports: Vec<CacheSpec>,
+    pub cache_imports: Vec<CacheSpec>,
+    pub secrets: HashMap<String, SecretValue>,
+    pub docker_config: Arc<DockerConfig>,
+    pub shared_key: String,
+}
+
+/// What a successful build returns.
+#[derive(Debug, Default)]
+pub struct BuildOutcome {
+    pub exporter_response: HashMap<String, String>,
+    pub written: Vec<PathBuf>,
+}
+
+/// Status messages keep coming for a moment after Solve returns; this long
+/// without one and the stream is considered drained.
+const STATUS_DRAIN: Duration = Duration::from_secs(5);
+/// Progress is drawn at most this often.
+const REDRAW: Duration = Duration::from_millis(100);
+
+fn solve_request(spec: &BuildSpec, build_ref: &str, session_id: &str) -> SolveRequest {
+    let exporters: Vec<Exporter> = spec
+        .exports
+        .iter()
+        .map(|e| Exporter {
+            r#type: e.kind.clone(),
+            attrs: e.attrs.clone(),
+        })
+        .collect();
+    let mut frontend_attrs = spec.frontend_attrs.clone();
+    if !spec.cache_imports.is_empty() {
+        let imports: Vec<serde_json::Value> = spec
+            .cache_imports
+            .iter()
+            .map(|c| serde_json::json!({"Type": c.kind, "Attrs": c.attrs}))
+            .collect();
+        frontend_attrs.insert(
+            "cache-imports".into(),
+            serde_json::Value::Array(imports).to_string(),
+        );
+    }
+    let cache_entry = |c: &CacheSpec| CacheOptionsEntry {
+        r#type: c.kind.clone(),
+        attrs: c.attrs.clone(),
+    };
+    SolveRequest {
+        r#ref: build_ref.to_string(),
+        // Older daemons only know the single-exporter fields.
+        exporter_deprecated: exporters
+            .first()
+            .map(|e| e.r#type.clone())
+            .unwrap_or_default(),
+        exporter_attrs_deprecated: exporters
+            .first()
+            .map(|e| e.attrs.clone())
+            .unwrap_or_default(),
+        session: session_id.to_string(),
+        frontend: spec.frontend.clone(),
+        frontend_attrs,
+        cache: Some(CacheOptions {
+            exports: spec.cache_exports.iter().map(cache_entry).collect(),
+            imports: spec.cache_imports.iter().map(cache_entry).collect(),
+        }),
+        exporters,
+        ..Default::default()
+    }
+}
+
+/// Runs the build, feeding progress to `display`. The display is handed back
+/// with the outcome so the caller can print a summary after it.
+pub async fn build(
+    daemon: &Daemon,
+    spec: BuildSpec,
+    mut display: Box<dyn Display>,
+) -> (Result<BuildOutcome>, Box<dyn Display>) {
+    let build_ref = random_id();
+    let session_id = random_id();
+    let request = solve_request(&spec, &build_ref, &session_id);
+    let outputs: HashMap<u32, OutputTarget> = spec
+        .exports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.target.clone().map(|t| (i as u32, t)))
+        .collect();
+    let session_spec = SessionSpec {
+        id: session_id,
+        shared_key: spec.shared_key,
+        dirs: spec.locals,
+        outputs,
+        docker_config: spec.docker_config,
+        secrets: spec.secrets,
+    };
+    let session = match Session::start(daemon.control(), session_spec).await {
+        Ok(s) => s,
+        Err(e) => return (Err(e.into()), display),
+    };
+    let staged = session.staged_outputs();
+
+    let mut status_client = daemon.control();
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let status_ref = build_ref.clone();
+    let status_task = tokio::spawn(async move {
+        let stream = status_client
+            .status(StatusRequest { r#ref: status_ref })
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(status) => {
+                tracing::debug!(error = %status.message(), "status stream unavailable");
+                return display;
+            }
+        };
+        follow_status(&mut stream, display.as_mut(), &mut done_rx).await;
+        display.finish();
+        display
+    });
+
+    let solved = daemon.control().solve(request).await;
+    let _ = done_tx.send(true);
+    let display = match status_task.await {
+        Ok(d) => d,
+        Err(e) => {
+            return (
+                Err(Error::Daemon(format!("progress display failed: {e}"))),
+                Box::new(crate::progress::plain::PlainPrinter::new(std::io::sink())),
+            )
+        }
+    };
+    let closed = session.close().await;
+
+    let response = match solved {
+        Ok(r) => r.into_inner(),
+        Err(status) => return (Err(solve_error(daemon.addr(), &status)), display),
+    };
+    if let Err(e) = closed {
+        tracing::debug!(error = %e, "session did not close cleanly");
+    }
+    let written = match staged.commit() {
+        Ok(w) => w,
+        Err(e) => return (Err(e.into()), display),
+    };
+    (
+        Ok(BuildOutcome {
+            exporter_response: response.exporter_response,
+            written,
+        }),
+        display,
+    )
+}
+
+/// Feeds status messages to the display, coalesced into batches of at most
+/// [`REDRAW`], as buildctl redraws: a step's start, transfer and completion
+/// that arrive together print as one block. After the solve is done the
+/// stream is read until it ends or stays quiet for [`STATUS_DRAIN`].
+async fn follow_status(
+    stream: &mut tonic::Streaming<crate::proto::moby::buildkit::v1::StatusResponse>,
+    display: &mut dyn Display,
+    done: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let first = if *done.borrow() {
+            match tokio::time::timeout(STATUS_DRAIN, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                n = stream.next() => n,
+                _ = done.changed() => continue,
+            }
+        };
+        let mut batch = match first {
+            Some(Ok(msg)) => super::status::convert(msg),
+            Some(Err(status)) => {
+                tracing::debug!(error = %status.message(), "status stream ended");
+                return;
+            }
+            None => return,
+        };
+        let deadline = tokio::time::Instant::now() + REDRAW;
+        let mut ended = false;
+        while let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await {
+            match next {
+                Some(Ok(msg)) => batch.merge(super::status::convert(msg)),
+                _ => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        display.update(&batch);
+        if ended {
+            return;
+        }
+    }
+}
+
+/// Turns a failed Solve into the user's error: the daemon's own message,
+/// which names the failing step, or a daemon error when it went away.
+fn solve_error(addr: &str, status: &tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown
+            if status.message().contains("transport")
+                || status.message().contains("connection") =>
+        {
+            Error::Daemon(format!(
+                "lost the connection to buildkitd at {addr}: {}",
+                status.message()
+            ))
+        }
+        _ => Error::BuildFailed(format!("failed to solve: {}", status.message())),
+    }
+}

@@ -1,0 +1,14 @@
+//! bkd drives BuildKit's daemon directly: it opens a session, serves the
+//! build context and receives outputs through it, runs the Dockerfile
+//! frontend, and renders progress.
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod fsync;
+pub mod progress;
+pub mod proto;
+pub mod session;
+pub mod transport;
+
+pub use error::{Error, Result};

@@ -1,0 +1,37 @@
+//! The `bkd` binary: parse, set up logging, run, map the result to an exit code.
+
+use clap::Parser;
+
+fn main() {
+    let cli = bkd::cli::Cli::parse();
+    let filter = if cli.global.debug {
+        "bkd=debug"
+    } else {
+        "bkd=warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BKD_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(bkd::error::exit::INPUT);
+        }
+    };
+    let result = runtime.block_on(bkd::cli::run(cli));
+    // Blocking readers of an aborted transfer must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -1,0 +1,45 @@
+//! Build progress: plain domain events (converted once from the daemon's
+//! status stream by `client::status`), and the renderers that draw them.
+//! Nothing here knows the generated protocol types.
+
+pub mod events;
+pub mod plain;
+
+pub use events::{Log, Update, Vertex, VertexStatus, Warning};
+
+/// A progress display.
+pub trait Display: Send {
+    /// Takes one batch of events.
+    fn update(&mut self, update: &Update);
+    /// The stream ended; print whatever is left (error summaries).
+    fn finish(&mut self);
+}
+
+/// Formats a byte count the way BuildKit's plain output does: `204B`,
+/// `13.16kB`, `1.98MB`.
+pub fn format_bytes(n: i64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if n.abs() < 1000 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v.abs() >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.2}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_bytes;
+
+    #[test]
+    fn bytes_like_buildctl() {
+        assert_eq!(format_bytes(2), "2B");
+        assert_eq!(format_bytes(999), "999B");
+        assert_eq!(format_bytes(13_160), "13.16kB");
+        assert_eq!(format_bytes(1_980_000), "1.98MB");
+    }
+}

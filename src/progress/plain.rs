@@ -1,0 +1,512 @@
+//! The plain renderer, compatible with `buildctl --progress=plain`: blocks
+//! headed `#N name`, status lines, log lines with seconds since the step
+//! started, and `DONE`/`CACHED`/`ERROR` completion lines, then an error
+//! summary with the failing steps' last log lines.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use super::{format_bytes, Display, Update, Vertex, VertexStatus};
+
+/// Log lines kept per step for the error summary.
+const TAIL_LINES: usize = 10;
+/// An unfinished status line is reprinted after this much progress...
+const MIN_PROGRESS_DELTA: f64 = 0.05;
+/// ...or after this much time.
+const MIN_TIME_DELTA: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct StepState {
+    vertex: Vertex,
+    index: usize,
+    intervals: Vec<(SystemTime, SystemTime)>,
+    partial: Vec<u8>,
+    partial_time: Option<SystemTime>,
+    tail: VecDeque<String>,
+    completion_printed: bool,
+    open_statuses: HashSet<String>,
+    last_status: HashMap<String, (i64, SystemTime)>,
+}
+
+/// Accumulates events per step and prints them in buildctl's plain format.
+pub struct PlainPrinter<W: Write> {
+    out: W,
+    steps: HashMap<String, StepState>,
+    order: Vec<String>,
+    next_index: usize,
+    current: Option<String>,
+    printed_any: bool,
+}
+
+impl<W: Write> PlainPrinter<W> {
+    pub fn new(out: W) -> Self {
+        PlainPrinter {
+            out,
+            steps: HashMap::new(),
+            order: Vec::new(),
+            next_index: 0,
+            current: None,
+            printed_any: false,
+        }
+    }
+
+    /// Gives back the writer, e.g. to inspect a test buffer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    fn step(&mut self, digest: &str) -> &mut StepState {
+        if !self.steps.contains_key(digest) {
+            self.order.push(digest.to_string());
+        }
+        self.steps.entry(digest.to_string()).or_default()
+    }
+
+    /// Starts (or continues) the block of `digest`, numbering it on first use.
+    fn enter(&mut self, digest: &str) {
+        if self.current.as_deref() == Some(digest) {
+            return;
+        }
+        if let Some(prev) = self.current.take() {
+            if let Some(p) = self.steps.get(&prev) {
+                let _ = writeln!(self.out, "#{} ...", p.index);
+            }
+        }
+        if self.printed_any {
+            let _ = writeln!(self.out);
+        }
+        self.printed_any = true;
+        let next = self.next_index + 1;
+        let step = self.step(digest);
+        if step.index == 0 {
+            step.index = next;
+        }
+        let (index, name) = (step.index, step.vertex.name.clone());
+        if index == next {
+            self.next_index = next;
+        }
+        let _ = writeln!(self.out, "#{index} {name}");
+        self.current = Some(digest.to_string());
+    }
+
+    fn print_status(&mut self, s: &VertexStatus) {
+        let Some(step) = self.steps.get_mut(&s.vertex) else {
+            return;
+        };
+        let now = s.timestamp.unwrap_or(SystemTime::UNIX_EPOCH);
+        if s.completed.is_none() {
+            step.open_statuses.insert(s.id.clone());
+            if let Some((cur, at)) = step.last_status.get(&s.id) {
+                let progress = if s.total > 0 {
+                    (s.current - cur) as f64 / s.total as f64
+                } else {
+                    0.0
+                };
+                let waited = now.duration_since(*at).unwrap_or_default();
+                if progress < MIN_PROGRESS_DELTA && waited < MIN_TIME_DELTA {
+                    return;
+                }
+            }
+        } else {
+            step.open_statuses.remove(&s.id);
+        }
+        step.last_status.insert(s.id.clone(), (s.current, now));
+        let index = step.index;
+        let mut line = format!("#{index} {}", s.id);
+        if s.total != 0 {
+            line += &format!(" {} / {}", format_bytes(s.current), format_bytes(s.total));
+        } else if s.current != 0 {
+            line += &format!(" {}", format_bytes(s.current));
+        }
+        if let Some(started) = s.started {
+            let end = s.completed.unwrap_or(now);
+            let secs = end
+                .duration_since(started)
+                .unwrap_or_default()
+                .as_secs_f64();
+            if secs > 0.01 {
+                line += &format!(" {secs:.1}s");
+            }
+        }
+        if s.completed.is_some() {
+            line += " done";
+        }
+        let _ = writeln!(self.out, "{line}");
+    }
+
+    fn print_log(&mut self, digest: &str, data: &[u8], at: Option<SystemTime>) {
+        let Some(step) = self.steps.get_mut(digest) else {
+            return;
+        };
+        let mut rest = data;
+        let mut lines = Vec::new();
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            if step.partial.is_empty() {
+                step.partial_time = at;
+            }
+            step.partial.extend_from_slice(&rest[..pos]);
+            lines.push((std::mem::take(&mut step.partial), step.partial_time.take()));
+            rest = &rest[pos + 1..];
+        }
+        if !rest.is_empty() {
+            if step.partial.is_empty() {
+                step.partial_time = at;
+            }
+            step.partial.extend_from_slice(rest);
+        }
+        for (line, time) in lines {
+            self.write_log_line(digest, &line, time);
+        }
+    }
+
+    fn write_log_line(&mut self, digest: &str, line: &[u8], at: Option<SystemTime>) {
+        let Some(step) = self.steps.get_mut(digest) else {
+            return;
+        };
+        let secs = match (step.vertex.started, at) {
+            (Some(start), Some(at)) => at.duration_since(start).unwrap_or_default().as_secs_f64(),
+            _ => 0.0,
+        };
+        let prec = if secs < 10.0 {
+            3
+        } else if secs < 100.0 {
+            2
+        } else {
+            1
+        };
+        let text = format!("{secs:.prec$} {}", String::from_utf8_lossy(line));
+        let _ = writeln!(self.out, "#{} {text}", step.index);
+        if step.tail.len() == TAIL_LINES {
+            step.tail.pop_front();
+        }
+        step.tail.push_back(text);
+    }
+
+    fn flush_partial(&mut self, digest: &str) {
+        let Some(step) = self.steps.get_mut(digest) else {
+            return;
+        };
+        if step.partial.is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut step.partial);
+        let at = step.partial_time.take();
+        self.write_log_line(digest, &line, at);
+    }
+
+    fn maybe_complete(&mut self, digest: &str) {
+        let Some(step) = self.steps.get(digest) else {
+            return;
+        };
+        if step.vertex.completed.is_none()
+            || step.completion_printed
+            || !step.open_statuses.is_empty()
+        {
+            return;
+        }
+        self.flush_partial(digest);
+        let Some(step) = self.steps.get_mut(digest) else {
+            return;
+        };
+        step.completion_printed = true;
+        let index = step.index;
+        let v = &step.vertex;
+        let line = if !v.error.is_empty() {
+            if v.error.ends_with("context canceled") {
+                "CANCELED".to_string()
+            } else {
+                format!("ERROR: {}", v.error)
+            }
+        } else if v.cached {
+            "CACHED".to_string()
+        } else {
+            let total: Duration = merge_intervals(&step.intervals)
+                .iter()
+                .map(|(a, b)| b.duration_since(*a).unwrap_or_default())
+                .sum();
+            format!("DONE {:.1}s", total.as_secs_f64())
+        };
+        let _ = writeln!(self.out, "#{index} {line}");
+        if self.current.as_deref() == Some(digest) {
+            self.current = None;
+        }
+    }
+}
+
+fn merge_intervals(list: &[(SystemTime, SystemTime)]) -> Vec<(SystemTime, SystemTime)> {
+    let mut v = list.to_vec();
+    v.sort();
+    let mut out: Vec<(SystemTime, SystemTime)> = Vec::new();
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => {
+                if b > last.1 {
+                    last.1 = b;
+                }
+            }
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+impl<W: Write + Send> Display for PlainPrinter<W> {
+    fn update(&mut self, update: &Update) {
+        // Steps touched by this message, in order of first mention.
+        let mut touched: Vec<String> = Vec::new();
+        let touch = |d: &str, touched: &mut Vec<String>| {
+            if !touched.iter().any(|t| t == d) {
+                touched.push(d.to_string());
+            }
+        };
+        for v in &update.vertexes {
+            let step = self.step(&v.digest);
+            let was_completed = step.vertex.completed;
+            if let (Some(s), Some(c)) = (v.started, v.completed) {
+                if !step.intervals.contains(&(s, c)) {
+                    step.intervals.push((s, c));
+                }
+            }
+            if v.completed != was_completed || v.completed.is_none() {
+                step.completion_printed = false;
+            }
+            step.vertex = v.clone();
+            if v.started.is_some() {
+                touch(&v.digest, &mut touched);
+            }
+        }
+        for s in &update.statuses {
+            if s.started.is_some()
+                && self
+                    .steps
+                    .get(&s.vertex)
+                    .is_some_and(|st| st.vertex.started.is_some())
+            {
+                touch(&s.vertex, &mut touched);
+            }
+        }
+        for l in &update.logs {
+            if self.steps.contains_key(&l.vertex) {
+                touch(&l.vertex, &mut touched);
+            }
+        }
+        for w in &update.warnings {
+            if self.steps.contains_key(&w.vertex) {
+                touch(&w.vertex, &mut touched);
+            }
+        }
+        // Steps print in the order they started, as the daemon ran them.
+        touched.sort_by_key(|d| self.steps.get(d).and_then(|s| s.vertex.started));
+        for digest in touched {
+            let has_output = update
+                .statuses
+                .iter()
+                .any(|s| s.vertex == digest && s.started.is_some())
+                || update.logs.iter().any(|l| l.vertex == digest)
+                || update.warnings.iter().any(|w| w.vertex == digest);
+            let needs_completion = self
+                .steps
+                .get(&digest)
+                .is_some_and(|s| s.vertex.completed.is_some() && !s.completion_printed);
+            let is_new = self.steps.get(&digest).is_some_and(|s| s.index == 0);
+            if !has_output && !needs_completion && !is_new {
+                continue;
+            }
+            self.enter(&digest);
+            for s in update
+                .statuses
+                .iter()
+                .filter(|s| s.vertex == digest && s.started.is_some())
+            {
+                self.print_status(s);
+            }
+            for w in update.warnings.iter().filter(|w| w.vertex == digest) {
+                if let Some(step) = self.steps.get(&digest) {
+                    let _ = writeln!(self.out, "#{} WARN: {}", step.index, w.short);
+                }
+            }
+            for l in update.logs.iter().filter(|l| l.vertex == digest) {
+                self.print_log(&digest, &l.data, l.timestamp);
+            }
+            self.maybe_complete(&digest);
+        }
+        let _ = self.out.flush();
+    }
+
+    fn finish(&mut self) {
+        for digest in self.order.clone() {
+            self.flush_partial(&digest);
+        }
+        for digest in &self.order {
+            let Some(step) = self.steps.get(digest) else {
+                continue;
+            };
+            let v = &step.vertex;
+            if v.error.is_empty() || v.error.ends_with("context canceled") {
+                continue;
+            }
+            let _ = writeln!(self.out, "------");
+            let _ = writeln!(self.out, " > {}:", v.name);
+            for line in &step.tail {
+                let _ = writeln!(self.out, "{line}");
+            }
+            let _ = writeln!(self.out, "------");
+        }
+        let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Log;
+
+    fn at(ms: u64) -> Option<SystemTime> {
+        Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms))
+    }
+
+    fn vertex(
+        d: &str,
+        name: &str,
+        started: Option<SystemTime>,
+        completed: Option<SystemTime>,
+    ) -> Vertex {
+        Vertex {
+            digest: d.into(),
+            name: name.into(),
+            started,
+            completed,
+            ..Default::default()
+        }
+    }
+
+    fn render(updates: &[Update]) -> String {
+        let mut p = PlainPrinter::new(Vec::new());
+        for u in updates {
+            p.update(u);
+        }
+        p.finish();
+        String::from_utf8(p.into_inner()).expect("utf8")
+    }
+
+    #[test]
+    fn prints_blocks_logs_and_completion() {
+        let out = render(&[
+            Update {
+                vertexes: vec![vertex("a", "[1/2] RUN echo hi", None, None)],
+                ..Default::default()
+            },
+            Update {
+                vertexes: vec![vertex("a", "[1/2] RUN echo hi", at(0), None)],
+                ..Default::default()
+            },
+            Update {
+                logs: vec![Log {
+                    vertex: "a".into(),
+                    timestamp: at(231),
+                    stream: 1,
+                    data: "hi\nthere\n".into(),
+                }],
+                ..Default::default()
+            },
+            Update {
+                vertexes: vec![vertex("a", "[1/2] RUN echo hi", at(0), at(300))],
+                ..Default::default()
+            },
+            Update {
+                vertexes: vec![Vertex {
+                    cached: true,
+                    ..vertex("b", "[2/2] COPY x y", at(400), at(400))
+                }],
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(
+            out,
+            "#1 [1/2] RUN echo hi\n#1 0.231 hi\n#1 0.231 there\n#1 DONE 0.3s\n\n#2 [2/2] COPY x y\n#2 CACHED\n"
+        );
+    }
+
+    #[test]
+    fn error_summary_lists_last_lines() {
+        let failed = Vertex {
+            error: "process did not complete successfully: exit code: 3".into(),
+            ..vertex("a", "RUN x", at(0), at(500))
+        };
+        let out = render(&[
+            Update {
+                vertexes: vec![vertex("a", "RUN x", at(0), None)],
+                ..Default::default()
+            },
+            Update {
+                logs: vec![Log {
+                    vertex: "a".into(),
+                    timestamp: at(100),
+                    stream: 2,
+                    data: "boom\n".into(),
+                }],
+                ..Default::default()
+            },
+            Update {
+                vertexes: vec![failed],
+                ..Default::default()
+            },
+        ]);
+        assert!(
+            out.contains("#1 ERROR: process did not complete successfully: exit code: 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("------\n > RUN x:\n0.100 boom\n------\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn switching_unfinished_steps_marks_continuation() {
+        let out = render(&[
+            Update {
+                vertexes: vec![
+                    vertex("a", "A", at(0), None),
+                    vertex("b", "B", at(10), None),
+                ],
+                ..Default::default()
+            },
+            Update {
+                logs: vec![Log {
+                    vertex: "a".into(),
+                    timestamp: at(20),
+                    stream: 1,
+                    data: "x\n".into(),
+                }],
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(out, "#1 A\n#1 ...\n\n#2 B\n#2 ...\n\n#1 A\n#1 0.020 x\n");
+    }
+
+    #[test]
+    fn transfer_status_lines() {
+        let out = render(&[
+            Update {
+                vertexes: vec![vertex("a", "[internal] load build context", at(0), None)],
+                ..Default::default()
+            },
+            Update {
+                statuses: vec![VertexStatus {
+                    id: "transferring context:".into(),
+                    vertex: "a".into(),
+                    current: 1_980_000,
+                    timestamp: at(40),
+                    started: at(0),
+                    completed: at(40),
+                    ..Default::default()
+                }],
+                vertexes: vec![vertex("a", "[internal] load build context", at(0), at(40))],
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(out, "#1 [internal] load build context\n#1 transferring context: 1.98MB 0.0s done\n#1 DONE 0.0s\n");
+    }
+}

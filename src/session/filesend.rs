@@ -1,0 +1,390 @@
+//! FileSend: the daemon streams exporter output back through it. `tar`,
+//! `oci` and `docker` outputs arrive as raw bytes of the output file; the
+//! `local` output arrives as file-sync packets on the same method, so the
+//! service decodes messages by hand, choosing by exporter.
+//!
+//! Nothing reaches its destination until the build has succeeded: files are
+//! written to a temporary sibling and renamed by [`StagedOutputs::commit`].
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fsync::receive::{Receiver, Step};
+use crate::proto::fsutil::types::Packet;
+use crate::proto::moby::filesync::v1::BytesMessage;
+
+pub const SERVICE_NAME: &str = "moby.filesync.v1.FileSend";
+pub const DIFF_COPY_PATH: &str = "/moby.filesync.v1.FileSend/DiffCopy";
+
+/// Where one exporter's output goes on this machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputTarget {
+    /// A single file (`tar`, `oci`, `docker`).
+    File(PathBuf),
+    /// Standard output (`dest=-`).
+    Stdout,
+    /// A directory (`local`).
+    Dir(PathBuf),
+}
+
+/// Received output waiting for the build to succeed.
+#[derive(Debug)]
+enum Staged {
+    File {
+        temp: tempfile::TempPath,
+        dest: PathBuf,
+    },
+    Dir {
+        temp: tempfile::TempDir,
+        dest: PathBuf,
+    },
+}
+
+/// Outputs written so far, committed or dropped as a whole.
+#[derive(Debug, Default, Clone)]
+pub struct StagedOutputs {
+    inner: Arc<Mutex<Vec<Staged>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write output {dest}: {source}")]
+pub struct CommitError {
+    pub dest: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl StagedOutputs {
+    fn push(&self, s: Staged) {
+        if let Ok(mut v) = self.inner.lock() {
+            v.push(s);
+        }
+    }
+
+    /// Moves every staged output to its destination.
+    pub fn commit(&self) -> Result<Vec<PathBuf>, CommitError> {
+        let staged = match self.inner.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => Vec::new(),
+        };
+        let mut done = Vec::new();
+        for s in staged {
+            match s {
+                Staged::File { temp, dest } => {
+                    temp.persist(&dest).map_err(|e| CommitError {
+                        dest: dest.clone(),
+                        source: e.error,
+                    })?;
+                    done.push(dest);
+                }
+                Staged::Dir { temp, dest } => {
+                    merge_dir(temp.path(), &dest).map_err(|source| CommitError {
+                        dest: dest.clone(),
+                        source,
+                    })?;
+                    done.push(dest);
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Moves the staged tree into `dest`: a rename when `dest` does not exist,
+/// else entry by entry, replacing what is there (as buildctl merges).
+fn merge_dir(from: &Path, dest: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::rename(from, dest),
+        Err(e) => Err(e),
+        Ok(m) if !m.is_dir() => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a directory",
+        )),
+        Ok(_) => {
+            for entry in std::fs::read_dir(from)? {
+                let entry = entry?;
+                let target = dest.join(entry.file_name());
+                let from_is_dir = entry.file_type()?.is_dir();
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() && from_is_dir => {
+                        merge_dir(&entry.path(), &target)?;
+                        continue;
+                    }
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target)?,
+                    Ok(_) => std::fs::remove_file(&target)?,
+                    Err(_) => {}
+                }
+                std::fs::rename(entry.path(), &target)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Creates the temporary sibling of `dest` that output is written into, so
+/// the final rename stays on one file system.
+fn staging_dir_for(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The hand-written FileSend service.
+#[derive(Debug, Clone)]
+pub struct FileSendService {
+    targets: Arc<HashMap<u32, OutputTarget>>,
+    staged: StagedOutputs,
+}
+
+impl FileSendService {
+    pub fn new(targets: HashMap<u32, OutputTarget>, staged: StagedOutputs) -> Self {
+        FileSendService {
+            targets: Arc::new(targets),
+            staged,
+        }
+    }
+
+    async fn diff_copy(
+        &self,
+        req: Request<Streaming<Bytes>>,
+    ) -> Result<Response<ReceiverStream<Result<Bytes, Status>>>, Status> {
+        let id = req
+            .metadata()
+            .get("buildkit-attachable-exporter-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| Status::invalid_argument(format!("bad exporter id {v:?}")))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        let target = self
+            .targets
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no output for exporter {id}")))?;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        match target {
+            OutputTarget::File(dest) => {
+                let temp = receive_file(&dest, &mut inbound).await?;
+                self.staged.push(Staged::File { temp, dest });
+            }
+            OutputTarget::Stdout => {
+                let fail =
+                    |e: std::io::Error| Status::aborted(format!("cannot write to stdout: {e}"));
+                while let Some(msg) = inbound.next().await {
+                    let data = decode_bytes_message(msg?)?;
+                    std::io::stdout().write_all(&data).map_err(fail)?;
+                }
+                std::io::stdout().flush().map_err(fail)?;
+            }
+            OutputTarget::Dir(dest) => {
+                let parent = staging_dir_for(&dest);
+                let temp = tempfile::Builder::new()
+                    .prefix(".bkd-output-")
+                    .tempdir_in(&parent)
+                    .map_err(|e| {
+                        Status::aborted(format!(
+                            "cannot create output in {}: {e}",
+                            parent.display()
+                        ))
+                    })?;
+                let receiver = Receiver::new(temp.path().to_path_buf());
+                let staged = self.staged.clone();
+                tokio::spawn(async move {
+                    match receive_dir(receiver, inbound, &tx).await {
+                        Ok(()) => staged.push(Staged::Dir { temp, dest }),
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn decode_bytes_message(raw: Bytes) -> Result<Bytes, Status> {
+    BytesMessage::decode(raw)
+        .map(|m| m.data)
+        .map_err(|e| Status::invalid_argument(format!("bad output chunk: {e}")))
+}
+
+async fn receive_file(
+    dest: &Path,
+    inbound: &mut Streaming<Bytes>,
+) -> Result<tempfile::TempPath, Status> {
+    let parent = staging_dir_for(dest);
+    let fail = |e: std::io::Error| Status::aborted(format!("cannot write {}: {e}", dest.display()));
+    let temp = tempfile::Builder::new()
+        .prefix(".bkd-output-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(&parent)
+        .map_err(fail)?;
+    let (file, path) = temp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    use tokio::io::AsyncWriteExt;
+    while let Some(msg) = inbound.next().await {
+        let data = decode_bytes_message(msg?)?;
+        file.write_all(&data).await.map_err(fail)?;
+    }
+    file.flush().await.map_err(fail)?;
+    file.sync_all().await.map_err(fail)?;
+    Ok(path)
+}
+
+/// Runs the receiving side of a `local` export until both FINs are exchanged.
+async fn receive_dir(
+    mut receiver: Receiver,
+    mut inbound: Streaming<Bytes>,
+    tx: &mpsc::Sender<Result<Bytes, Status>>,
+) -> Result<(), Status> {
+    while let Some(msg) = inbound.next().await {
+        let raw = match msg {
+            Ok(raw) => raw,
+            // After FIN the daemon may just cancel the call.
+            Err(_) if receiver.finished() => return Ok(()),
+            Err(status) => return Err(status),
+        };
+        let packet = Packet::decode(raw)
+            .map_err(|e| Status::invalid_argument(format!("bad file-sync packet: {e}")))?;
+        match receiver
+            .handle(packet)
+            .map_err(|e| Status::aborted(e.to_string()))?
+        {
+            Step::Done => return Ok(()),
+            Step::Reply(replies) => {
+                for r in replies {
+                    if tx.send(Ok(r.encode_to_vec().into())).await.is_err() && !receiver.finished()
+                    {
+                        return Err(Status::cancelled("output transfer cancelled"));
+                    }
+                }
+            }
+        }
+    }
+    if receiver.finished() {
+        Ok(())
+    } else {
+        Err(Status::aborted("output transfer ended early"))
+    }
+}
+
+/// Passes message bytes through untouched; the service decodes them.
+#[derive(Debug, Clone, Default)]
+pub struct RawCodec;
+
+#[derive(Debug, Clone, Default)]
+pub struct RawEncoder;
+
+#[derive(Debug, Clone, Default)]
+pub struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+/// Tower service routing the one FileSend method to [`FileSendService`].
+#[derive(Debug, Clone)]
+pub struct FileSendServer {
+    inner: FileSendService,
+}
+
+impl FileSendServer {
+    pub fn new(inner: FileSendService) -> Self {
+        FileSendServer { inner }
+    }
+}
+
+impl tonic::server::NamedService for FileSendServer {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+struct DiffCopyMethod(FileSendService);
+
+impl tonic::server::StreamingService<Bytes> for DiffCopyMethod {
+    type Response = Bytes;
+    type ResponseStream = ReceiverStream<Result<Bytes, Status>>;
+    type Future =
+        futures_util::future::BoxFuture<'static, Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move { svc.diff_copy(request).await })
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for FileSendServer
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if req.uri().path() != DIFF_COPY_PATH {
+                return Ok(Status::unimplemented("unknown FileSend method").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(RawCodec).apply_max_message_size_config(
+                Some(crate::transport::MAX_MESSAGE_SIZE),
+                Some(crate::transport::MAX_MESSAGE_SIZE),
+            );
+            Ok(grpc.streaming(DiffCopyMethod(inner), req).await)
+        })
+    }
+}

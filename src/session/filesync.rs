@@ -1,0 +1,347 @@
+//! FileSync: the daemon pulls the local directories (`context`, `dockerfile`,
+//! named contexts) through it. bkd is the sender: it walks the directory with
+//! the daemon's filters, announces every entry, and streams the content of
+//! the files the daemon asks for.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fsync::stat::is_requestable;
+use crate::fsync::walk::{walk, Filter, WalkEntry};
+use crate::proto::fsutil::types::{packet::PacketType, Packet};
+use crate::proto::moby::filesync::v1::file_sync_server::{FileSync, FileSyncServer};
+
+/// Size of one DATA packet. Far below the 16 MiB message limit, large enough
+/// that per-packet costs vanish next to the copy itself.
+pub const CHUNK_SIZE: usize = 1 << 20;
+/// Files read at once per transfer.
+const READERS: usize = 4;
+
+/// The local directories this session offers, by name.
+#[derive(Debug, Clone, Default)]
+pub struct LocalDirs {
+    dirs: HashMap<String, PathBuf>,
+}
+
+impl LocalDirs {
+    pub fn insert(&mut self, name: impl Into<String>, dir: PathBuf) {
+        self.dirs.insert(name.into(), dir);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&PathBuf> {
+        self.dirs.get(name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSyncService {
+    dirs: Arc<LocalDirs>,
+}
+
+pub fn server(dirs: LocalDirs) -> FileSyncServer<FileSyncService> {
+    FileSyncServer::new(FileSyncService {
+        dirs: Arc::new(dirs),
+    })
+    .max_decoding_message_size(crate::transport::MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(crate::transport::MAX_MESSAGE_SIZE)
+}
+
+/// All values of a request header, URL-decoded when the daemon says so.
+fn header_values(md: &MetadataMap, key: &str) -> Vec<String> {
+    let encoded = md
+        .get(format!("{key}-encoded").as_str())
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "1");
+    md.get_all(key)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            if encoded {
+                query_unescape(v)
+            } else {
+                v.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Go's `url.QueryUnescape`: `+` is a space, `%XX` a byte.
+pub fn query_unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+type PacketTx = mpsc::Sender<Result<Packet, Status>>;
+
+fn packet(kind: PacketType) -> Packet {
+    Packet {
+        r#type: kind as i32,
+        ..Default::default()
+    }
+}
+
+fn err_packet(msg: &str) -> Packet {
+    Packet {
+        data: Bytes::from(msg.to_string()),
+        ..packet(PacketType::PacketErr)
+    }
+}
+
+#[tonic::async_trait]
+impl FileSync for FileSyncService {
+    type DiffCopyStream = ReceiverStream<Result<Packet, Status>>;
+
+    async fn diff_copy(
+        &self,
+        req: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::DiffCopyStream>, Status> {
+        let md = req.metadata();
+        let name = header_values(md, "dir-name")
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::invalid_argument("request names no directory (dir-name)"))?;
+        let root = self
+            .dirs
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no access allowed to dir {name:?}")))?;
+        let filter = Filter {
+            include_patterns: header_values(md, "include-patterns"),
+            exclude_patterns: header_values(md, "exclude-patterns"),
+            follow_paths: header_values(md, "followpaths"),
+        };
+        tracing::debug!(dir = %name, root = %root.display(), ?filter, "file sync requested");
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            if let Err(e) = send_dir(root, filter, inbound, tx.clone()).await {
+                tracing::debug!(dir = %name, error = %e, "file sync ended with an error");
+                let _ = tx.send(Ok(err_packet(&e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type TarStreamStream = ReceiverStream<Result<Packet, Status>>;
+
+    async fn tar_stream(
+        &self,
+        _req: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::TarStreamStream>, Status> {
+        Err(Status::unimplemented(
+            "tar stream transfers are not supported",
+        ))
+    }
+}
+
+/// Ids the daemon may ask for, and where their content lives.
+type Offered = Arc<Mutex<HashMap<u32, (PathBuf, u64)>>>;
+
+/// Runs one transfer: the walk (blocking, on its own thread), the readers,
+/// and the loop answering the daemon's requests.
+async fn send_dir(
+    root: PathBuf,
+    filter: Filter,
+    mut inbound: Streaming<Packet>,
+    tx: PacketTx,
+) -> Result<(), String> {
+    let offered: Offered = Arc::default();
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<(u32, PathBuf, u64)>();
+    let req_rx = Arc::new(Mutex::new(req_rx));
+
+    let walker = {
+        let offered = offered.clone();
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || walk_and_announce(&root, &filter, &offered, &tx))
+    };
+    let mut readers = Vec::with_capacity(READERS);
+    for _ in 0..READERS {
+        let rx = req_rx.clone();
+        let tx = tx.clone();
+        readers.push(tokio::task::spawn_blocking(move || read_loop(&rx, &tx)));
+    }
+
+    let result = async {
+        loop {
+            let p = match inbound.next().await {
+                Some(Ok(p)) => p,
+                Some(Err(status)) => return Err(format!("receiver failed: {}", status.message())),
+                None => return Err("receiver closed the transfer early".to_string()),
+            };
+            match PacketType::try_from(p.r#type) {
+                Ok(PacketType::PacketReq) => {
+                    let entry = offered
+                        .lock()
+                        .map_err(|_| "file table poisoned".to_string())?
+                        .remove(&p.id);
+                    let Some((path, size)) = entry else {
+                        return Err(format!("invalid file id {}", p.id));
+                    };
+                    req_tx
+                        .send((p.id, path, size))
+                        .map_err(|_| "file readers stopped".to_string())?;
+                }
+                Ok(PacketType::PacketFin) => {
+                    // The receiver has everything it asked for.
+                    drop(req_tx);
+                    let _ = tx.send(Ok(packet(PacketType::PacketFin))).await;
+                    return Ok(());
+                }
+                Ok(PacketType::PacketErr) => {
+                    return Err(format!(
+                        "error from receiver: {}",
+                        String::from_utf8_lossy(&p.data)
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    .await;
+
+    let walk_result = walker.await.map_err(|e| e.to_string())?;
+    for r in readers {
+        let _ = r.await;
+    }
+    walk_result?;
+    result
+}
+
+fn walk_and_announce(
+    root: &std::path::Path,
+    filter: &Filter,
+    offered: &Offered,
+    tx: &PacketTx,
+) -> Result<(), String> {
+    let mut id: u32 = 0;
+    let mut batch = Vec::new();
+    let mut stopped = false;
+    let res = walk(root, filter, |entry: WalkEntry| {
+        if is_requestable(entry.stat.mode) && entry.stat.linkname.is_empty() {
+            batch.push((id, (entry.abs, entry.stat.size.max(0) as u64)));
+        }
+        id += 1;
+        // Register before announcing, so a request can never outrun it.
+        if let Ok(mut map) = offered.lock() {
+            map.extend(batch.drain(..));
+        }
+        let p = Packet {
+            stat: Some(entry.stat),
+            ..packet(PacketType::PacketStat)
+        };
+        if tx.blocking_send(Ok(p)).is_err() {
+            stopped = true;
+            return false;
+        }
+        true
+    });
+    if stopped {
+        return Ok(());
+    }
+    res.map_err(|e| e.to_string())?;
+    let _ = tx.blocking_send(Ok(packet(PacketType::PacketStat)));
+    Ok(())
+}
+
+fn read_loop(rx: &Mutex<std::sync::mpsc::Receiver<(u32, PathBuf, u64)>>, tx: &PacketTx) {
+    loop {
+        let next = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok((id, path, size)) = next else { return };
+        if send_file(id, &path, size, tx).is_err() {
+            return;
+        }
+    }
+}
+
+/// Streams one file as DATA packets and the empty terminator. A file that
+/// cannot be opened (vanished, a socket) is sent empty, as the reference
+/// sender does; the content never exceeds the size announced in its STAT.
+fn send_file(id: u32, path: &PathBuf, size: u64, tx: &PacketTx) -> Result<(), ()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    if let Ok(mut file) = file {
+        let is_regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        let mut remaining = if is_regular { size } else { 0 };
+        while remaining > 0 {
+            let want = remaining.min(CHUNK_SIZE as u64) as usize;
+            let mut chunk = vec![0u8; want];
+            let n = read_full(&mut file, &mut chunk);
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+            remaining -= n as u64;
+            let p = Packet {
+                id,
+                data: Bytes::from(chunk),
+                ..packet(PacketType::PacketData)
+            };
+            tx.blocking_send(Ok(p)).map_err(|_| ())?;
+        }
+    }
+    tx.blocking_send(Ok(Packet {
+        id,
+        ..packet(PacketType::PacketData)
+    }))
+    .map_err(|_| ())
+}
+
+/// Reads until `buf` is full or the file ends; a read error ends the file.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    filled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_unescape_like_go() {
+        assert_eq!(query_unescape("a+b%2Fc"), "a b/c");
+        assert_eq!(query_unescape("%E2%9C%93"), "✓");
+        assert_eq!(query_unescape("100%"), "100%");
+    }
+}
