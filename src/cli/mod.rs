@@ -53,7 +53,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build a Dockerfile
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Inspect the daemon
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -93,7 +93,7 @@ impl GlobalArgs {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Build(args) => build::run(&cli.global, args).await,
+        Command::Build(args) => build::run(&cli.global, *args).await,
         Command::Debug(DebugCommand::Workers) => workers(&cli.global).await,
     }
 }

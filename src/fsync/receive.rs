@@ -283,7 +283,7 @@ mod tests {
         let data = |d: &[u8]| Packet {
             r#type: PacketType::PacketData as i32,
             id: 1,
-            data: d.to_vec(),
+            data: d.to_vec().into(),
             ..Default::default()
         };
         r.handle(data(b"hello")).expect("data");

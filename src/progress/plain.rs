@@ -296,8 +296,6 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
                 touch(&w.vertex, &mut touched);
             }
         }
-        // Steps print in the order they started, as the daemon ran them.
-        touched.sort_by_key(|d| self.steps.get(d).and_then(|s| s.vertex.started));
         for digest in touched {
             let has_output = update
                 .statuses

@@ -1,0 +1,362 @@
+//! The real test bed shared by the integration tests of one test binary: a
+//! privileged buildkitd on a temporary socket and state dir, and a registry
+//! on a free 127.0.0.1 port. Both start on first use and are stopped when
+//! the test process exits. A missing buildkitd fails the tests; it never
+//! skips them.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct TestBed {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub addr: String,
+    pub daemon_log: PathBuf,
+    pub registry: String,
+    pub registry_dir: PathBuf,
+}
+
+static BED: OnceLock<TestBed> = OnceLock::new();
+static DAEMON_PID: AtomicI32 = AtomicI32::new(0);
+static REGISTRY_PID: AtomicI32 = AtomicI32::new(0);
+static BED_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// The shared test bed, started on first use.
+pub fn bed() -> &'static TestBed {
+    BED.get_or_init(start)
+}
+
+fn need(bin: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(found, "{bin} not found on PATH: run scripts/setup.sh first (the integration tests need the real test bed)");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+extern "C" fn stop_all() {
+    for pid in [&DAEMON_PID, &REGISTRY_PID] {
+        let pid = pid.swap(0, Ordering::SeqCst);
+        if pid > 0 {
+            stop_process(pid);
+        }
+    }
+    if let Some(dir) = BED_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// SIGTERM, then SIGKILL after a grace period; reaps the process.
+fn stop_process(pid: i32) {
+    // SAFETY: plain signal and wait calls on a child of this process.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
+            if r == pid || r < 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+// The children are reaped by `stop_all` at process exit, by pid.
+#[allow(clippy::zombie_processes)]
+fn start() -> TestBed {
+    need("buildkitd");
+    need("buildctl");
+    need("runc");
+    need("docker-registry");
+    let dir = tempfile::Builder::new()
+        .prefix("bkd-testbed-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let _ = BED_DIR.set(dir.clone());
+    // SAFETY: registering a plain extern "C" function.
+    unsafe {
+        libc::atexit(stop_all);
+    }
+
+    let port = free_port();
+    let registry = format!("127.0.0.1:{port}");
+    let registry_dir = dir.join("registry");
+    std::fs::create_dir_all(&registry_dir).expect("registry dir");
+    let registry_config = dir.join("registry.yml");
+    std::fs::write(
+        &registry_config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {registry}\n",
+            registry_dir.display()
+        ),
+    )
+    .expect("registry config");
+    let reg_log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&registry_config)
+        .stdout(reg_log.try_clone().expect("log"))
+        .stderr(reg_log)
+        .spawn()
+        .expect("start docker-registry");
+    REGISTRY_PID.store(child.id() as i32, Ordering::SeqCst);
+
+    let socket = dir.join("buildkitd.sock");
+    let addr = format!("unix://{}", socket.display());
+    let config = dir.join("buildkitd.toml");
+    std::fs::write(
+        &config,
+        format!("[registry.\"{registry}\"]\n  http = true\n  insecure = true\n"),
+    )
+    .expect("buildkitd config");
+    let daemon_log = dir.join("buildkitd.log");
+    let log = std::fs::File::create(&daemon_log).expect("daemon log");
+    let child = Command::new("buildkitd")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--addr")
+        .arg(&addr)
+        .arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start buildkitd");
+    DAEMON_PID.store(child.id() as i32, Ordering::SeqCst);
+    let bed = TestBed {
+        dir,
+        socket,
+        addr,
+        daemon_log,
+        registry,
+        registry_dir,
+    };
+    bed.wait_ready();
+    bed
+}
+
+impl TestBed {
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("buildctl")
+                .args(["--addr", &self.addr, "debug", "workers"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok && registry_get(&self.registry, "/v2/", &[]).is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "test bed did not become ready in 60s\n--- buildkitd log ---\n{}",
+                self.daemon_log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn daemon_log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.daemon_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// A plain HTTP/1.1 GET against the registry: (status line, headers, body).
+pub fn registry_get(
+    registry: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(String, String, Vec<u8>)> {
+    let mut s = TcpStream::connect(registry).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {registry}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let body = buf[split + 4..].to_vec();
+    let (status, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+    Some((status.to_string(), headers.to_string(), body))
+}
+
+/// A fresh context directory with busybox in it, so builds need no
+/// internet: `FROM scratch` + `COPY busybox /bin/busybox`.
+pub fn context() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("bkd-ctx-")
+        .tempdir()
+        .expect("context dir");
+    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+        .expect("copy /bin/busybox (package busybox-static)");
+    dir
+}
+
+pub const BUSYBOX_STAGE: &str = "FROM scratch AS bb\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n";
+
+pub fn write(dir: &Path, name: &str, text: &str) {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(p, text).expect("write");
+}
+
+/// A finished command with everything needed to explain a failure.
+pub struct Run {
+    pub cmd: String,
+    pub cwd: PathBuf,
+    pub out: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+
+    pub fn explain(&self) -> String {
+        format!(
+            "command: {}\ncwd: {}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- buildkitd log (tail) ---\n{}",
+            self.cmd,
+            self.cwd.display(),
+            self.out.status,
+            self.stdout(),
+            self.stderr(),
+            BED.get().map(|b| b.daemon_log_tail()).unwrap_or_default()
+        )
+    }
+
+    pub fn assert_ok(&self) -> &Self {
+        assert!(
+            self.out.status.success(),
+            "command failed\n{}",
+            self.explain()
+        );
+        self
+    }
+}
+
+pub fn run(program: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    Run {
+        cmd: format!("{program} {}", args.join(" ")),
+        cwd: cwd.to_path_buf(),
+        out,
+    }
+}
+
+/// Runs bkd against the test bed's daemon.
+pub fn bkd(args: &[&str], cwd: &Path) -> Run {
+    let bed = bed();
+    let mut all = vec![args[0], "--addr", &bed.addr];
+    all.extend_from_slice(&args[1..]);
+    run(env!("CARGO_BIN_EXE_bkd"), &all, cwd, &[])
+}
+
+/// Runs buildctl against the test bed's daemon.
+pub fn buildctl(args: &[&str], cwd: &Path) -> Run {
+    let bed = bed();
+    let mut all = vec!["--addr", &bed.addr];
+    all.extend_from_slice(args);
+    run("buildctl", &all, cwd, &[])
+}
+
+/// One tar entry, as compared between bkd and buildctl outputs.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]
+pub struct Entry {
+    pub path: String,
+    pub kind: String,
+    pub mode: u32,
+    pub size: u64,
+    pub link: String,
+    pub mtime: u64,
+}
+
+/// The listing of a tar file: names, types, modes, sizes, link targets, mtimes.
+pub fn tar_listing(path: &Path) -> Vec<Entry> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut archive = tar::Archive::new(file);
+    let mut out = Vec::new();
+    for entry in archive.entries().expect("tar entries") {
+        let entry = entry.expect("tar entry");
+        let h = entry.header();
+        out.push(Entry {
+            path: String::from_utf8_lossy(&entry.path_bytes())
+                .trim_end_matches('/')
+                .to_string(),
+            kind: format!("{:?}", h.entry_type()),
+            mode: h.mode().expect("mode"),
+            size: h.size().expect("size"),
+            link: entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default(),
+            mtime: h.mtime().expect("mtime"),
+        });
+    }
+    out.sort();
+    out
+}
+
+/// The content of one file inside a tar.
+pub fn tar_file(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().ok()? {
+        let mut entry = entry.ok()?;
+        if entry.path_bytes().as_ref() == name.as_bytes() {
+            let mut buf = Vec::new();
+            entry.read_to_end(&mut buf).ok()?;
+            return Some(buf);
+        }
+    }
+    None
+}
