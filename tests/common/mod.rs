@@ -18,14 +18,22 @@ pub struct TestBed {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub addr: String,
+    /// The same daemon on TCP with mutual TLS; certificates under `tls/`.
+    pub tls_addr: String,
+    pub tls_dir: PathBuf,
+    /// A second registry that demands basic auth (`AUTH_USER`/`AUTH_PASSWORD`).
+    pub auth_registry: String,
     pub daemon_log: PathBuf,
     pub registry: String,
-    pub registry_dir: PathBuf,
 }
 
 static BED: OnceLock<TestBed> = OnceLock::new();
 static DAEMON_PID: AtomicI32 = AtomicI32::new(0);
 static REGISTRY_PID: AtomicI32 = AtomicI32::new(0);
+static AUTH_REGISTRY_PID: AtomicI32 = AtomicI32::new(0);
+
+pub const AUTH_USER: &str = "bkd-user";
+pub const AUTH_PASSWORD: &str = "s3cret-Pa55word-for-tests";
 static BED_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// The shared test bed, started on first use.
@@ -52,7 +60,7 @@ fn free_port() -> u16 {
 }
 
 extern "C" fn stop_all() {
-    for pid in [&DAEMON_PID, &REGISTRY_PID] {
+    for pid in [&DAEMON_PID, &REGISTRY_PID, &AUTH_REGISTRY_PID] {
         let pid = pid.swap(0, Ordering::SeqCst);
         if pid > 0 {
             stop_process(pid);
@@ -103,35 +111,25 @@ fn start() -> TestBed {
         libc::atexit(stop_all);
     }
 
-    let port = free_port();
-    let registry = format!("127.0.0.1:{port}");
-    let registry_dir = dir.join("registry");
-    std::fs::create_dir_all(&registry_dir).expect("registry dir");
-    let registry_config = dir.join("registry.yml");
-    std::fs::write(
-        &registry_config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {registry}\n",
-            registry_dir.display()
-        ),
-    )
-    .expect("registry config");
-    let reg_log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&registry_config)
-        .stdout(reg_log.try_clone().expect("log"))
-        .stderr(reg_log)
-        .spawn()
-        .expect("start docker-registry");
-    REGISTRY_PID.store(child.id() as i32, Ordering::SeqCst);
-
+    let registry = start_registry(&dir, "registry", None, &REGISTRY_PID);
+    let htpasswd = dir.join("htpasswd");
+    let hash = Command::new("htpasswd")
+        .args(["-Bbn", AUTH_USER, AUTH_PASSWORD])
+        .output()
+        .expect("htpasswd (package apache2-utils): run scripts/setup.sh");
+    std::fs::write(&htpasswd, &hash.stdout).expect("htpasswd file");
+    let auth_registry = start_registry(&dir, "auth-registry", Some(&htpasswd), &AUTH_REGISTRY_PID);
+    let tls_dir = dir.join("tls");
+    make_certs(&tls_dir);
+    let tls_addr = format!("tcp://127.0.0.1:{}", free_port());
     let socket = dir.join("buildkitd.sock");
     let addr = format!("unix://{}", socket.display());
     let config = dir.join("buildkitd.toml");
     std::fs::write(
         &config,
-        format!("[registry.\"{registry}\"]\n  http = true\n  insecure = true\n"),
+        format!(
+            "[registry.\"{registry}\"]\n  http = true\n  insecure = true\n[registry.\"{auth_registry}\"]\n  http = true\n  insecure = true\n"
+        ),
     )
     .expect("buildkitd config");
     let daemon_log = dir.join("buildkitd.log");
@@ -141,6 +139,14 @@ fn start() -> TestBed {
         .arg(dir.join("root"))
         .arg("--addr")
         .arg(&addr)
+        .arg("--addr")
+        .arg(&tls_addr)
+        .arg("--tlscert")
+        .arg(tls_dir.join("server.pem"))
+        .arg("--tlskey")
+        .arg(tls_dir.join("server-key.pem"))
+        .arg("--tlscacert")
+        .arg(tls_dir.join("ca.pem"))
         .arg("--config")
         .arg(&config)
         .stdout(log.try_clone().expect("log"))
@@ -152,12 +158,72 @@ fn start() -> TestBed {
         dir,
         socket,
         addr,
+        tls_addr,
+        tls_dir,
+        auth_registry,
         daemon_log,
         registry,
-        registry_dir,
     };
     bed.wait_ready();
     bed
+}
+
+/// Starts a registry on a free port, optionally behind basic auth.
+fn start_registry(dir: &Path, name: &str, htpasswd: Option<&Path>, pid: &AtomicI32) -> String {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let storage = dir.join(name);
+    std::fs::create_dir_all(&storage).expect("registry dir");
+    let mut config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+        storage.display()
+    );
+    if let Some(h) = htpasswd {
+        config += &format!(
+            "auth:\n  htpasswd:\n    realm: bkd-test\n    path: {}\n",
+            h.display()
+        );
+    }
+    let config_path = dir.join(format!("{name}.yml"));
+    std::fs::write(&config_path, config).expect("registry config");
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("registry log");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start docker-registry");
+    pid.store(child.id() as i32, Ordering::SeqCst);
+    addr
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate.
+fn make_certs(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("tls dir");
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .expect("openssl: run scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bkd-test-ca \\
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \\
+        -keyout ca-key.pem -out ca.pem",
+    );
+    sh("printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\nbasicConstraints=CA:FALSE\\n' > server.ext && \\
+        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server-key.pem -out server.csr && \\
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile server.ext -out server.pem");
+    sh("printf 'extendedKeyUsage=clientAuth\\nbasicConstraints=CA:FALSE\\n' > client.ext && \\
+        openssl req -newkey rsa:2048 -nodes -subj /CN=bkd-client -keyout client-key.pem -out client.csr && \\
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile client.ext -out client.pem");
 }
 
 impl TestBed {
@@ -171,7 +237,10 @@ impl TestBed {
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
-            if ok && registry_get(&self.registry, "/v2/", &[]).is_some() {
+            if ok
+                && registry_get(&self.registry, "/v2/", &[]).is_some()
+                && registry_get(&self.auth_registry, "/v2/", &[]).is_some()
+            {
                 return;
             }
             assert!(
@@ -295,10 +364,15 @@ pub fn run(program: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Ru
 
 /// Runs bkd against the test bed's daemon.
 pub fn bkd(args: &[&str], cwd: &Path) -> Run {
+    bkd_env(args, cwd, &[])
+}
+
+/// Runs bkd against the test bed's daemon with extra environment.
+pub fn bkd_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
     let bed = bed();
     let mut all = vec![args[0], "--addr", &bed.addr];
     all.extend_from_slice(&args[1..]);
-    run(env!("CARGO_BIN_EXE_bkd"), &all, cwd, &[])
+    run(env!("CARGO_BIN_EXE_bkd"), &all, cwd, env)
 }
 
 /// Runs buildctl against the test bed's daemon.
