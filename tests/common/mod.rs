@@ -168,7 +168,9 @@ fn start() -> TestBed {
     bed
 }
 
-/// Starts a registry on a free port, optionally behind basic auth.
+/// Starts a registry on a free port, optionally behind basic auth. Reaped
+/// by `stop_all` at process exit, by pid.
+#[allow(clippy::zombie_processes)]
 fn start_registry(dir: &Path, name: &str, htpasswd: Option<&Path>, pid: &AtomicI32) -> String {
     let addr = format!("127.0.0.1:{}", free_port());
     let storage = dir.join(name);
