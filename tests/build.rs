@@ -426,3 +426,51 @@ fn unreachable_daemon_is_a_clear_error() {
     );
     assert_eq!(r.stderr().lines().count(), 1, "{}", r.explain());
 }
+
+#[test]
+fn oci_and_stdout_outputs() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n",
+    );
+    let out = tempfile::tempdir().expect("out");
+    let oci = out.path().join("image-oci.tar");
+    let docker = out.path().join("image-docker.tar");
+    bkd(
+        &[
+            "build",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+            "-o",
+            &format!("type=docker,name=bkd/test:1,dest={}", docker.display()),
+            ".",
+        ],
+        ctx.path(),
+    )
+    .assert_ok();
+    let names: Vec<String> = tar_listing(&oci).into_iter().map(|e| e.path).collect();
+    assert!(names.iter().any(|n| n == "oci-layout"), "{names:?}");
+    assert!(names.iter().any(|n| n == "index.json"), "{names:?}");
+    let names: Vec<String> = tar_listing(&docker).into_iter().map(|e| e.path).collect();
+    assert!(names.iter().any(|n| n == "manifest.json"), "{names:?}");
+
+    let r = bkd(&["build", "-o", "type=tar,dest=-", "."], ctx.path());
+    r.assert_ok();
+    let streamed = out.path().join("streamed.tar");
+    std::fs::write(&streamed, &r.out.stdout).expect("write");
+    let listing = tar_listing(&streamed);
+    let bb = listing
+        .iter()
+        .find(|e| e.path == "bin/busybox")
+        .expect("busybox in streamed tar");
+    assert_eq!(
+        bb.size,
+        std::fs::metadata("/bin/busybox").expect("busybox").len()
+    );
+    assert!(
+        !r.stderr().is_empty(),
+        "progress goes to stderr, not into the tar"
+    );
+}
