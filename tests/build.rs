@@ -474,3 +474,128 @@ fn oci_and_stdout_outputs() {
         "progress goes to stderr, not into the tar"
     );
 }
+
+/// Each printed step's name with its log lines (times removed) and its final
+/// state, from plain progress output.
+fn steps_of(progress: &str) -> std::collections::BTreeMap<String, (Vec<String>, String)> {
+    let header = regex::Regex::new(r"^#(\d+) (.*)$").expect("regex");
+    let log = regex::Regex::new(r"^#(\d+) \d+\.\d+ (.*)$").expect("regex");
+    let mut names = std::collections::HashMap::new();
+    let mut steps = std::collections::BTreeMap::<String, (Vec<String>, String)>::new();
+    for line in progress.lines() {
+        let Some(c) = header.captures(line) else {
+            continue;
+        };
+        let (n, rest) = (c[1].to_string(), c[2].to_string());
+        if let Some(l) = log.captures(line) {
+            if let Some(name) = names.get(&n) {
+                steps
+                    .entry(String::clone(name))
+                    .or_default()
+                    .0
+                    .push(l[2].to_string());
+            }
+            continue;
+        }
+        let state = if rest == "CACHED" || rest.starts_with("DONE ") || rest.starts_with("ERROR: ")
+        {
+            Some(
+                rest.split(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(':')
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        match (state, names.get(&n)) {
+            // A step's lines may interleave stdout and stderr differently on
+            // every run; compare them as a sorted list.
+            (Some(s), Some(name)) => steps.entry(String::clone(name)).or_default().1 = s,
+            (None, None) => {
+                names.insert(n, rest.clone());
+                steps.entry(rest).or_default();
+            }
+            _ => {}
+        }
+    }
+    for (logs, _) in steps.values_mut() {
+        logs.sort();
+    }
+    steps
+}
+
+#[test]
+fn plain_progress_matches_buildctl_step_for_step() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        // Steps of its own: concurrent tests must not share (and so cache) them.
+        "FROM scratch\nCOPY busybox /tools/busybox\nRUN [\"/tools/busybox\",\"sh\",\"-c\",\"echo one && echo two >&2 && printf 'no newline'\"]\nRUN [\"/tools/busybox\",\"echo\",\"three\"]\n",
+    );
+    let out = tempfile::tempdir().expect("out");
+    let a = out.path().join("a.tar");
+    let b = out.path().join("b.tar");
+    let ours = bkd(
+        &[
+            "build",
+            "--no-cache",
+            "--progress=plain",
+            "-o",
+            &format!("type=tar,dest={}", a.display()),
+            ".",
+        ],
+        ctx.path(),
+    );
+    ours.assert_ok();
+    let theirs = buildctl(
+        &[
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            "context=.",
+            "--local",
+            "dockerfile=.",
+            "--opt",
+            "no-cache=",
+            "--progress=plain",
+            "--output",
+            &format!("type=tar,dest={}", b.display()),
+        ],
+        ctx.path(),
+    );
+    theirs.assert_ok();
+    let (ours_steps, theirs_steps) = (steps_of(&ours.stderr()), steps_of(&theirs.stderr()));
+    let explain = format!(
+        "\n--- bkd ---\n{}\n--- buildctl ---\n{}",
+        ours.stderr(),
+        theirs.stderr()
+    );
+    // Same steps, and every step that ran to completion in buildctl's
+    // output ended the same way in bkd's.
+    let names = |m: &std::collections::BTreeMap<String, (Vec<String>, String)>| {
+        m.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(names(&ours_steps), names(&theirs_steps), "{explain}");
+    for (name, (_, state)) in &ours_steps {
+        if !state.is_empty() {
+            assert_eq!(state, &theirs_steps[name].1, "{name}{explain}");
+        }
+    }
+    // Log lines: buildctl can glue a partial stdout line to the next stderr
+    // line; bkd keeps the streams apart, so its lines are checked exactly.
+    let run_step = "[2/3] RUN [\"/tools/busybox\",\"sh\",\"-c\",\"echo one && echo two >&2 && printf 'no newline'\"]";
+    assert_eq!(
+        ours_steps[run_step].0,
+        ["no newline", "one", "two"],
+        "{explain}"
+    );
+    assert_eq!(
+        ours_steps["[3/3] RUN [\"/tools/busybox\",\"echo\",\"three\"]"].0,
+        ["three"],
+        "{explain}"
+    );
+}

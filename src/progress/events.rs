@@ -16,6 +16,20 @@ pub struct Vertex {
     pub error: String,
 }
 
+impl Vertex {
+    /// Whether this snapshot only marks an already finished step as cached
+    /// (the daemon re-sends inputs that way when a dependent starts); the
+    /// step's real result stays what it was.
+    pub fn is_cache_resend_of(&self, earlier: &Vertex) -> bool {
+        self.cached
+            && self.error.is_empty()
+            && self.started.is_some()
+            && self.started == self.completed
+            && earlier.completed.is_some()
+            && !earlier.cached
+    }
+}
+
 /// Sub-progress of a step, such as a transfer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VertexStatus {
@@ -62,6 +76,7 @@ impl Update {
     pub fn merge(&mut self, later: Update) {
         for v in later.vertexes {
             match self.vertexes.iter_mut().find(|x| x.digest == v.digest) {
+                Some(old) if v.is_cache_resend_of(old) => {}
                 Some(old) => *old = v,
                 None => self.vertexes.push(v),
             }

@@ -21,8 +21,8 @@ struct StepState {
     vertex: Vertex,
     index: usize,
     intervals: Vec<(SystemTime, SystemTime)>,
-    partial: Vec<u8>,
-    partial_time: Option<SystemTime>,
+    /// Unfinished last line, per output stream.
+    partial: HashMap<i64, (Vec<u8>, Option<SystemTime>)>,
     tail: VecDeque<String>,
     completion_printed: bool,
     open_statuses: HashSet<String>,
@@ -135,25 +135,26 @@ impl<W: Write> PlainPrinter<W> {
         let _ = writeln!(self.out, "{line}");
     }
 
-    fn print_log(&mut self, digest: &str, data: &[u8], at: Option<SystemTime>) {
+    fn print_log(&mut self, digest: &str, stream: i64, data: &[u8], at: Option<SystemTime>) {
         let Some(step) = self.steps.get_mut(digest) else {
             return;
         };
+        let partial = step.partial.entry(stream).or_default();
         let mut rest = data;
         let mut lines = Vec::new();
         while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
-            if step.partial.is_empty() {
-                step.partial_time = at;
+            if partial.0.is_empty() {
+                partial.1 = at;
             }
-            step.partial.extend_from_slice(&rest[..pos]);
-            lines.push((std::mem::take(&mut step.partial), step.partial_time.take()));
+            partial.0.extend_from_slice(&rest[..pos]);
+            lines.push((std::mem::take(&mut partial.0), partial.1.take()));
             rest = &rest[pos + 1..];
         }
         if !rest.is_empty() {
-            if step.partial.is_empty() {
-                step.partial_time = at;
+            if partial.0.is_empty() {
+                partial.1 = at;
             }
-            step.partial.extend_from_slice(rest);
+            partial.0.extend_from_slice(rest);
         }
         for (line, time) in lines {
             self.write_log_line(digest, &line, time);
@@ -187,12 +188,15 @@ impl<W: Write> PlainPrinter<W> {
         let Some(step) = self.steps.get_mut(digest) else {
             return;
         };
-        if step.partial.is_empty() {
-            return;
+        let mut pending: Vec<(i64, (Vec<u8>, Option<SystemTime>))> = step
+            .partial
+            .drain()
+            .filter(|(_, p)| !p.0.is_empty())
+            .collect();
+        pending.sort_by_key(|(stream, _)| *stream);
+        for (_, (line, at)) in pending {
+            self.write_log_line(digest, &line, at);
         }
-        let line = std::mem::take(&mut step.partial);
-        let at = step.partial_time.take();
-        self.write_log_line(digest, &line, at);
     }
 
     fn maybe_complete(&mut self, digest: &str) {
@@ -262,6 +266,9 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
         };
         for v in &update.vertexes {
             let step = self.step(&v.digest);
+            if v.is_cache_resend_of(&step.vertex) {
+                continue;
+            }
             let was_completed = step.vertex.completed;
             if let (Some(s), Some(c)) = (v.started, v.completed) {
                 if !step.intervals.contains(&(s, c)) {
@@ -325,7 +332,7 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
                 }
             }
             for l in update.logs.iter().filter(|l| l.vertex == digest) {
-                self.print_log(&digest, &l.data, l.timestamp);
+                self.print_log(&digest, l.stream, &l.data, l.timestamp);
             }
             self.maybe_complete(&digest);
         }
