@@ -16,13 +16,16 @@ const MIN_PROGRESS_DELTA: f64 = 0.05;
 /// ...or after this much time.
 const MIN_TIME_DELTA: Duration = Duration::from_secs(5);
 
+/// Bytes of a line not ended yet, and when its first chunk arrived.
+type PartialLine = (Vec<u8>, Option<SystemTime>);
+
 #[derive(Default)]
 struct StepState {
     vertex: Vertex,
     index: usize,
     intervals: Vec<(SystemTime, SystemTime)>,
     /// Unfinished last line, per output stream.
-    partial: HashMap<i64, (Vec<u8>, Option<SystemTime>)>,
+    partial: HashMap<i64, PartialLine>,
     tail: VecDeque<String>,
     completion_printed: bool,
     open_statuses: HashSet<String>,
@@ -188,7 +191,7 @@ impl<W: Write> PlainPrinter<W> {
         let Some(step) = self.steps.get_mut(digest) else {
             return;
         };
-        let mut pending: Vec<(i64, (Vec<u8>, Option<SystemTime>))> = step
+        let mut pending: Vec<(i64, PartialLine)> = step
             .partial
             .drain()
             .filter(|(_, p)| !p.0.is_empty())
