@@ -61,7 +61,7 @@ fn tar_export_matches_buildctl_listing() {
             "--progress",
             "plain",
             "-o",
-            &format!("type=tar,dest={}", ours.display()),
+            &tar_output(&ours),
             ".",
         ],
         ctx.path(),
@@ -77,7 +77,7 @@ fn tar_export_matches_buildctl_listing() {
             "--local",
             "dockerfile=.",
             "--output",
-            &format!("type=tar,dest={}", theirs.display()),
+            &tar_output(&theirs),
         ],
         ctx.path(),
     )
@@ -124,7 +124,7 @@ fn run_output_appears_in_plain_progress() {
             "--progress=plain",
             "--no-cache",
             "-o",
-            &format!("type=tar,dest={}", dest.display()),
+            &tar_output(&dest),
             ".",
         ],
         ctx.path(),
@@ -177,7 +177,7 @@ fn target_and_build_args_choose_what_is_built() {
             "--build-arg",
             "GREETING=hello from args",
             "-o",
-            &format!("type=tar,dest={}", prod.display()),
+            &tar_output(&prod),
             ".",
         ],
         ctx.path(),
@@ -189,14 +189,7 @@ fn target_and_build_args_choose_what_is_built() {
     );
     let dev = out.path().join("dev.tar");
     bkd(
-        &[
-            "build",
-            "--target",
-            "dev",
-            "-o",
-            &format!("type=tar,dest={}", dev.display()),
-            ".",
-        ],
+        &["build", "--target", "dev", "-o", &tar_output(&dev), "."],
         ctx.path(),
     )
     .assert_ok();
@@ -247,13 +240,7 @@ fn failing_run_reports_the_step_and_writes_nothing() {
     let out = tempfile::tempdir().expect("out");
     let dest = out.path().join("never.tar");
     let r = bkd(
-        &[
-            "build",
-            "--no-cache",
-            "-o",
-            &format!("type=tar,dest={}", dest.display()),
-            ".",
-        ],
+        &["build", "--no-cache", "-o", &tar_output(&dest), "."],
         ctx.path(),
     );
     assert_eq!(r.code(), Some(1), "{}", r.explain());
@@ -544,7 +531,7 @@ fn plain_progress_matches_buildctl_step_for_step() {
             "--no-cache",
             "--progress=plain",
             "-o",
-            &format!("type=tar,dest={}", a.display()),
+            &tar_output(&a),
             ".",
         ],
         ctx.path(),
@@ -563,7 +550,7 @@ fn plain_progress_matches_buildctl_step_for_step() {
             "no-cache=",
             "--progress=plain",
             "--output",
-            &format!("type=tar,dest={}", b.display()),
+            &tar_output(&b),
         ],
         ctx.path(),
     );

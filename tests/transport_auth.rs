@@ -34,11 +34,7 @@ fn tcp_with_mutual_tls_runs_a_build() {
     let dest = ctx.path().join("out.tar");
     let mut args: Vec<String> = vec!["build".into()];
     args.extend(tls_args(bed));
-    args.extend([
-        "-o".into(),
-        format!("type=tar,dest={}", dest.display()),
-        ".".into(),
-    ]);
+    args.extend(["-o".into(), tar_output(&dest), ".".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run(env!("CARGO_BIN_EXE_bkd"), &args, ctx.path(), &[]).assert_ok();
     let listing = tar_listing(&dest);

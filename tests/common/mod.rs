@@ -436,3 +436,8 @@ pub fn tar_file(path: &Path, name: &str) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// The `--output` value that writes a tar file to `dest`.
+pub fn tar_output(dest: &Path) -> String {
+    format!("type=tar,dest={}", dest.display())
+}
