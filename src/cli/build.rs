@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::progress::plain::PlainPrinter;
 use crate::progress::Display;
 use crate::session::auth::DockerConfig;
+use crate::session::filesend::parent_dir;
 use crate::session::filesync::LocalDirs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -263,11 +264,8 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
 /// The output's directory must exist and be writable before the build
 /// starts, so a long build does not fail at the very end.
 fn check_output_parent(dest: &Path) -> Result<()> {
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let meta = std::fs::metadata(parent).map_err(|e| {
+    let parent = parent_dir(dest);
+    let meta = std::fs::metadata(&parent).map_err(|e| {
         Error::Input(format!(
             "cannot write output {}: {}: {}",
             dest.display(),
@@ -284,7 +282,7 @@ fn check_output_parent(dest: &Path) -> Result<()> {
     }
     let probe = tempfile::Builder::new()
         .prefix(".bkd-probe-")
-        .tempfile_in(parent);
+        .tempfile_in(&parent);
     probe.map(drop).map_err(|e| {
         Error::Input(format!(
             "cannot write output {}: {}: {}",
@@ -337,10 +335,7 @@ pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result
     }
     let text = serde_json::to_vec_pretty(&serde_json::Value::Object(map))
         .map_err(|e| Error::OutputWrite(format!("cannot encode metadata: {e}")))?;
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_dir(path);
     let fail = |e: std::io::Error| {
         Error::OutputWrite(format!(
             "cannot write metadata file {}: {}",
@@ -350,7 +345,7 @@ pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result
     };
     let mut tmp = tempfile::Builder::new()
         .prefix(".bkd-metadata-")
-        .tempfile_in(parent)
+        .tempfile_in(&parent)
         .map_err(fail)?;
     std::io::Write::write_all(&mut tmp, &text).map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;

@@ -133,9 +133,9 @@ fn merge_dir(from: &Path, dest: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Creates the temporary sibling of `dest` that output is written into, so
-/// the final rename stays on one file system.
-fn staging_dir_for(dest: &Path) -> PathBuf {
+/// The directory `dest` lives in (`.` for a bare name): where output is
+/// staged, so the final rename stays on one file system.
+pub fn parent_dir(dest: &Path) -> PathBuf {
     match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -193,7 +193,7 @@ impl FileSendService {
                 std::io::stdout().flush().map_err(fail)?;
             }
             OutputTarget::Dir(dest) => {
-                let parent = staging_dir_for(&dest);
+                let parent = parent_dir(&dest);
                 let temp = tempfile::Builder::new()
                     .prefix(".bkd-output-")
                     .tempdir_in(&parent)
@@ -229,7 +229,7 @@ async fn receive_file(
     dest: &Path,
     inbound: &mut Streaming<Bytes>,
 ) -> Result<tempfile::TempPath, Status> {
-    let parent = staging_dir_for(dest);
+    let parent = parent_dir(dest);
     let fail = |e: std::io::Error| Status::aborted(format!("cannot write {}: {e}", dest.display()));
     let temp = tempfile::Builder::new()
         .prefix(".bkd-output-")

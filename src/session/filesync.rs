@@ -243,17 +243,15 @@ fn walk_and_announce(
     tx: &PacketTx,
 ) -> Result<(), String> {
     let mut id: u32 = 0;
-    let mut batch = Vec::new();
     let mut stopped = false;
     let res = walk(root, filter, |entry: WalkEntry| {
+        // Register before announcing, so a request can never outrun it.
         if is_requestable(entry.stat.mode) && entry.stat.linkname.is_empty() {
-            batch.push((id, (entry.abs, entry.stat.size.max(0) as u64)));
+            if let Ok(mut map) = offered.lock() {
+                map.insert(id, (entry.abs, entry.stat.size.max(0) as u64));
+            }
         }
         id += 1;
-        // Register before announcing, so a request can never outrun it.
-        if let Ok(mut map) = offered.lock() {
-            map.extend(batch.drain(..));
-        }
         let p = Packet {
             stat: Some(entry.stat),
             ..packet(PacketType::PacketStat)
