@@ -33,8 +33,17 @@ pub enum Error {
     Session(#[from] crate::session::SessionError),
     #[error("{0}")]
     Daemon(String),
-    #[error("{0}")]
-    BuildFailed(String),
+    #[error("{message}")]
+    BuildFailed {
+        message: String,
+        /// The tail of the build's step logs, for recognising known
+        /// failures; never printed as part of the error.
+        step_logs: String,
+    },
+    #[error(transparent)]
+    DaemonStart(#[from] crate::daemon::StartFailure),
+    #[error("interrupted by {}", signal_name(*.0))]
+    Interrupted(i32),
     #[error(transparent)]
     Output(#[from] crate::session::filesend::CommitError),
     #[error("{0}")]
@@ -48,8 +57,10 @@ impl Error {
             Error::Input(_) => exit::INPUT,
             Error::Transport(crate::transport::TransportError::Connect { .. }) => exit::DAEMON,
             Error::Transport(_) => exit::INPUT,
-            Error::Session(_) | Error::Daemon(_) => exit::DAEMON,
-            Error::BuildFailed(_) => exit::BUILD_FAILED,
+            Error::Session(_) | Error::Daemon(_) | Error::DaemonStart(_) => exit::DAEMON,
+            Error::BuildFailed { .. } => exit::BUILD_FAILED,
+            Error::Interrupted(libc::SIGINT) => exit::INTERRUPTED,
+            Error::Interrupted(_) => exit::TERMINATED,
             Error::Output(_) | Error::OutputWrite(_) => exit::OUTPUT,
         }
     }
@@ -70,4 +81,21 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     text
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// A short reason for an I/O error, without the OS error number.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod daemon;
 pub mod error;
 pub mod fsync;
 pub mod progress;

@@ -3,6 +3,20 @@
 use clap::Parser;
 
 fn main() {
+    // The sandbox probe and the daemon guardian must run before any
+    // thread exists.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match args.get(1).map(String::as_str) {
+        Some(bkd::daemon::probe::SANDBOX_PROBE_ARG) => {
+            std::process::exit(bkd::daemon::probe::run_sandbox_probe())
+        }
+        Some(bkd::daemon::process::GUARD_ARG) => {
+            std::process::exit(bkd::daemon::process::run_guard(&args[2..]))
+        }
+        _ => {}
+    }
     let cli = bkd::cli::Cli::parse();
     let filter = if cli.global.debug {
         "bkd=debug"
@@ -15,6 +29,7 @@ fn main() {
                 .unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

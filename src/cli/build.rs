@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use super::output::parse_output;
 use super::GlobalArgs;
 use crate::client::solve::{build, BuildSpec, ExportSpec};
-use crate::error::{Error, Result};
+use crate::error::{io_reason, Error, Result};
 use crate::progress::plain::PlainPrinter;
 use crate::progress::Display;
 use crate::session::auth::DockerConfig;
@@ -120,14 +120,6 @@ fn dockerfile_location(context: &Path, file: Option<&Path>) -> Result<(PathBuf, 
         ))
     })?;
     Ok((dir, name))
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
 }
 
 fn context_dir(context: &Path) -> Result<PathBuf> {
@@ -357,10 +349,17 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     if let Some(p) = &args.metadata_file {
         check_output_parent(p)?;
     }
-    let daemon = global.connect().await?;
-    let display = display_for(args.progress);
-    let (outcome, _display) = build(&daemon, spec, display).await;
-    let outcome = outcome?;
+    let mut spec = Some(spec);
+    let outcome = super::daemon::run_on_daemon(global, |daemon| {
+        // A retry resolves the flags again: the first attempt consumed the spec.
+        let spec = spec.take().map_or_else(|| resolve(&args), Ok);
+        let progress = args.progress;
+        async move {
+            let (outcome, _display) = build(&daemon, spec?, display_for(progress)).await;
+            outcome
+        }
+    })
+    .await?;
     if let Some(p) = &args.metadata_file {
         write_metadata(p, &outcome.exporter_response)?;
     }

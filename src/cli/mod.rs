@@ -2,6 +2,8 @@
 //! plans for the library. No protocol code lives here.
 
 pub mod build;
+pub mod daemon;
+pub mod doctor;
 pub mod output;
 
 use std::path::PathBuf;
@@ -45,9 +47,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub tlsservername: Option<String>,
 
-    /// Verbose output: bkd's own debug log on stderr
+    /// Verbose output: bkd's own debug log and the daemon's log on stderr
     #[arg(long, global = true)]
     pub debug: bool,
+
+    #[command(flatten)]
+    pub daemon: daemon::DaemonArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +62,8 @@ pub enum Command {
     /// Inspect the daemon
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Check what this environment allows and which mode bkd would use
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,12 +102,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(args) => build::run(&cli.global, *args).await,
         Command::Debug(DebugCommand::Workers) => workers(&cli.global).await,
+        Command::Doctor => doctor::run(&cli.global).await,
     }
 }
 
 async fn workers(global: &GlobalArgs) -> Result<()> {
-    let daemon = global.connect().await?;
-    let workers = daemon.workers().await?;
+    let workers = daemon::run_on_daemon(global, |d| async move { d.workers().await }).await?;
     println!("{:<30}\tPLATFORMS", "ID");
     for w in workers {
         println!("{:<30}\t{}", w.id, w.platforms.join(","));

@@ -149,21 +149,22 @@ pub async fn build(
         let stream = status_client
             .status(StatusRequest { r#ref: status_ref })
             .await;
+        let mut logs = LogTail::default();
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
             Err(status) => {
                 tracing::debug!(error = %status.message(), "status stream unavailable");
-                return display;
+                return (display, logs);
             }
         };
-        follow_status(&mut stream, display.as_mut(), &mut done_rx).await;
+        follow_status(&mut stream, display.as_mut(), &mut logs, &mut done_rx).await;
         display.finish();
-        display
+        (display, logs)
     });
 
     let solved = daemon.control().solve(request).await;
     let _ = done_tx.send(true);
-    let display = match status_task.await {
+    let (display, logs) = match status_task.await {
         Ok(d) => d,
         Err(e) => {
             return (
@@ -176,7 +177,7 @@ pub async fn build(
 
     let response = match solved {
         Ok(r) => r.into_inner(),
-        Err(status) => return (Err(solve_error(daemon.addr(), &status)), display),
+        Err(status) => return (Err(solve_error(daemon.addr(), &status, logs)), display),
     };
     if let Err(e) = closed {
         tracing::debug!(error = %e, "session did not close cleanly");
@@ -201,6 +202,7 @@ pub async fn build(
 async fn follow_status(
     stream: &mut tonic::Streaming<crate::proto::moby::buildkit::v1::StatusResponse>,
     display: &mut dyn Display,
+    logs: &mut LogTail,
     done: &mut tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -235,6 +237,7 @@ async fn follow_status(
             }
         }
         display.update(&batch);
+        logs.extend(&batch);
         if ended {
             return;
         }
@@ -243,7 +246,7 @@ async fn follow_status(
 
 /// Turns a failed Solve into the user's error: the daemon's own message,
 /// which names the failing step, or a daemon error when it went away.
-fn solve_error(addr: &str, status: &tonic::Status) -> Error {
+fn solve_error(addr: &str, status: &tonic::Status, logs: LogTail) -> Error {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown
             if status.message().contains("transport")
@@ -254,6 +257,33 @@ fn solve_error(addr: &str, status: &tonic::Status) -> Error {
                 status.message()
             ))
         }
-        _ => Error::BuildFailed(format!("failed to solve: {}", status.message())),
+        _ => Error::BuildFailed {
+            message: format!("failed to solve: {}", status.message()),
+            step_logs: logs.text,
+        },
+    }
+}
+
+/// The last [`LogTail::LIMIT`] bytes of all step logs, kept so a failed
+/// build can be matched against known failures.
+#[derive(Debug, Default)]
+struct LogTail {
+    text: String,
+}
+
+impl LogTail {
+    const LIMIT: usize = 64 * 1024;
+
+    fn extend(&mut self, update: &crate::progress::Update) {
+        for log in &update.logs {
+            self.text.push_str(&String::from_utf8_lossy(&log.data));
+        }
+        if self.text.len() > Self::LIMIT {
+            let mut cut = self.text.len() - Self::LIMIT;
+            while !self.text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.text.drain(..cut);
+        }
     }
 }

@@ -1,0 +1,390 @@
+//! Which daemon a command runs on: the one named by `--addr`, or one bkd
+//! spawns for the command (the default), with its flags resolved, the mode
+//! chosen, signals and crashes handled, and the daemon stopped afterwards.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::GlobalArgs;
+use crate::client::Daemon;
+use crate::daemon::probe::{self, Probes, RealHost};
+use crate::daemon::{self, advice, Mode, ModeRequest, RunningDaemon, SpawnPlan};
+use crate::error::{Error, Result};
+
+/// Flags for the daemon bkd spawns when no `--addr` is given.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Spawned daemon (when no --addr is given)")]
+pub struct DaemonArgs {
+    /// How to run buildkitd
+    #[arg(
+        long,
+        env = "BKD_MODE",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub mode: ModeRequest,
+
+    /// buildkitd state directory [default: /var/lib/buildkit as root, ~/.local/share/buildkit otherwise]
+    #[arg(long, env = "BKD_ROOT", global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Extra buildkitd flag, after those in BUILDKITD_FLAGS (repeatable)
+    #[arg(
+        long = "buildkitd-flag",
+        global = true,
+        allow_hyphen_values = true,
+        value_name = "FLAG"
+    )]
+    pub buildkitd_flags: Vec<String>,
+
+    /// Seconds to wait for buildkitd to become ready
+    #[arg(long, global = true, default_value_t = 120, value_name = "SECONDS")]
+    pub daemon_timeout: u64,
+
+    /// Seconds between SIGTERM and SIGKILL when stopping buildkitd
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
+    pub stop_timeout: u64,
+
+    /// Keep the buildkitd log in FILE (default: kept in the runtime dir only when something fails)
+    #[arg(long, env = "BKD_DAEMON_LOG", global = true, value_name = "FILE")]
+    pub daemon_log: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// The requested mode as typed.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            ModeRequest::Auto => "auto",
+            ModeRequest::Privileged => "privileged",
+            ModeRequest::Rootless => "rootless",
+            ModeRequest::RootlessStrict => "rootless-strict",
+        }
+    }
+}
+
+/// Splits `BUILDKITD_FLAGS` like a shell: whitespace separates words,
+/// single and double quotes group, backslash escapes.
+pub fn shell_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => word.push(c),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// The daemon flags from `BUILDKITD_FLAGS` then `--buildkitd-flag`.
+fn daemon_flags(args: &DaemonArgs) -> Result<Vec<String>> {
+    let mut flags = match std::env::var("BUILDKITD_FLAGS") {
+        Ok(text) => shell_words(&text)
+            .map_err(|e| Error::Usage(format!("invalid BUILDKITD_FLAGS {text:?}: {e}")))?,
+        Err(_) => Vec::new(),
+    };
+    flags.extend(args.buildkitd_flags.iter().cloned());
+    Ok(flags)
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// The binaries to run: `BUILDKITD` and `ROOTLESSKIT`, as the script reads them.
+pub fn binaries() -> (String, String) {
+    (
+        env_or("BUILDKITD", "buildkitd"),
+        env_or("ROOTLESSKIT", "rootlesskit"),
+    )
+}
+
+/// The decision for this environment: the probes, and the chosen mode or
+/// why no mode can run. Flags asking for no sandbox count as a request for
+/// rootless-strict, as the pipeline recipes set them.
+pub fn choose(args: &DaemonArgs) -> Result<(Probes, Result<probe::Decision, String>)> {
+    let flags = daemon_flags(args)?;
+    let (buildkitd, rootlesskit) = binaries();
+    let probes = Probes::gather(&RealHost, &buildkitd, &rootlesskit);
+    let mut request = args.mode;
+    if request == ModeRequest::Auto
+        && probes.uid != 0
+        && flags.iter().any(|f| daemon::is_no_sandbox_flag(f))
+    {
+        request = ModeRequest::RootlessStrict;
+    }
+    let decision = probe::decide(request, &probes);
+    Ok((probes, decision))
+}
+
+fn plan(args: &DaemonArgs, mode: Mode, uid: u32, echo_log: bool) -> Result<SpawnPlan> {
+    let (buildkitd, rootlesskit) = binaries();
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => daemon::state::default_root(uid).map_err(Error::Input)?,
+    };
+    Ok(SpawnPlan {
+        mode,
+        buildkitd,
+        rootlesskit,
+        root,
+        flags: daemon_flags(args)?,
+        ready_timeout: Duration::from_secs(args.daemon_timeout),
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+        echo_log,
+        log_file: args.daemon_log.clone(),
+    })
+}
+
+/// SIGINT and SIGTERM, listened to for the whole command.
+pub struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Signals> {
+        let listen = |kind| {
+            signal(kind).map_err(|e| Error::Daemon(format!("cannot listen for signals: {e}")))
+        };
+        Ok(Signals {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves with the signal number of the first one received.
+    pub async fn received(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+        }
+    }
+}
+
+/// Runs `job` until it ends or a signal arrives; dropping the job cancels
+/// its gRPC calls, which cancels the solve in the daemon.
+async fn interruptible<T>(
+    signals: &mut Signals,
+    job: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = job => r,
+        sig = signals.received() => Err(Error::Interrupted(sig)),
+    }
+}
+
+/// Prints the last lines of the daemon log to stderr.
+fn show_log_tail(tail: &str, path: &std::path::Path) {
+    eprintln!(
+        "----- buildkitd log (last {} lines of {}) -----",
+        daemon::LOG_TAIL_LINES,
+        path.display()
+    );
+    eprintln!("{tail}");
+    eprintln!("-----");
+}
+
+async fn spawn(plan: &SpawnPlan, signals: &mut Signals, debug: bool) -> Result<RunningDaemon> {
+    let started = interruptible(signals, async {
+        daemon::start(plan).await.map_err(|failure| {
+            if !failure.log_tail.is_empty() {
+                show_log_tail(&failure.log_tail, &failure.log_path);
+            }
+            Error::DaemonStart(failure)
+        })
+    })
+    .await?;
+    if debug {
+        eprintln!(
+            "bkd: buildkitd ready in {:.2}s ({} mode, pid {}, socket {}, log {})",
+            started.ready_after.as_secs_f64(),
+            started.mode.name(),
+            started.pid(),
+            started.address,
+            started.log_path.display()
+        );
+    }
+    Ok(started)
+}
+
+/// Runs `job` on the spawned daemon, racing it against signals and the
+/// daemon's own exit.
+async fn on_spawned<T, Fut>(
+    spawned: &RunningDaemon,
+    signals: &mut Signals,
+    job: &mut impl FnMut(Daemon) -> Fut,
+) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    let work = async {
+        let daemon = Daemon::connect(&spawned.address, &Default::default()).await?;
+        job(daemon).await
+    };
+    tokio::select! {
+        r = interruptible(signals, work) => r,
+        status = spawned.exited() => {
+            let tail = daemon::log_tail(&spawned.log_path, daemon::LOG_TAIL_LINES);
+            show_log_tail(&tail, &spawned.log_path);
+            let mut message = format!(
+                "buildkitd exited unexpectedly ({})",
+                daemon::describe_exit(status)
+            );
+            if let Some(a) = advice::classify(&tail) {
+                message = format!("{message}\n{}", a.render());
+            }
+            Err(Error::Daemon(format!("{message}\nfull daemon log: {}", spawned.log_path.display())))
+        }
+    }
+}
+
+/// Adds the advice for a recognised failure to a failed build's message.
+fn with_advice(e: Error) -> Error {
+    match e {
+        Error::BuildFailed { message, step_logs } => {
+            let found = advice::classify(&step_logs).or_else(|| advice::classify(&message));
+            let message = match found {
+                Some(a) => format!("{message}\n{}", a.render()),
+                None => message,
+            };
+            Error::BuildFailed { message, step_logs }
+        }
+        other => other,
+    }
+}
+
+fn is_sandbox_failure(e: &Error) -> bool {
+    matches!(e, Error::BuildFailed { step_logs, .. }
+        if advice::classify(step_logs) == Some(advice::PROCFS_MOUNT))
+}
+
+/// Runs `job` on the daemon this command uses. With `--addr` that daemon is
+/// only connected to; otherwise bkd spawns one, and stops it whatever the
+/// outcome. The job's result is the command's result: stopping the daemon
+/// never changes it. In auto mode a build that fails because the process
+/// sandbox cannot mount /proc is retried once in rootless-strict mode.
+pub async fn run_on_daemon<T, Fut>(
+    global: &GlobalArgs,
+    mut job: impl FnMut(Daemon) -> Fut,
+) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    let mut signals = Signals::install()?;
+    if global.addr.is_some() {
+        let daemon = global.connect().await?;
+        return interruptible(&mut signals, job(daemon))
+            .await
+            .map_err(with_advice);
+    }
+    let args = &global.daemon;
+    let (probes, decision) = choose(args)?;
+    let decision = decision.map_err(Error::Input)?;
+    if let Some(why) = &decision.downgrade {
+        eprintln!("{}", probe::downgrade_warning(why));
+    }
+    let plan_for = |mode| plan(args, mode, probes.uid, global.debug);
+    let mut spawned = spawn(&plan_for(decision.mode)?, &mut signals, global.debug).await?;
+    let mut result = on_spawned(&spawned, &mut signals, &mut job).await;
+    let retry = args.mode == ModeRequest::Auto
+        && spawned.mode == Mode::Rootless
+        && result.as_ref().err().is_some_and(is_sandbox_failure);
+    if retry {
+        eprintln!(
+            "warning: the build failed because the process sandbox cannot mount /proc here; \
+             restarting buildkitd in rootless-strict mode (--oci-worker-no-process-sandbox: \
+             build steps can see and signal other processes in the builder) and retrying the \
+             build once"
+        );
+        spawned.stop(false).await;
+        spawned = match spawn(&plan_for(Mode::RootlessStrict)?, &mut signals, global.debug).await {
+            Ok(s) => s,
+            Err(e) => return Err(e),
+        };
+        result = on_spawned(&spawned, &mut signals, &mut job).await;
+    }
+    let failed = result.is_err();
+    spawned.stop(failed).await;
+    if failed {
+        eprintln!("bkd: buildkitd log kept at {}", spawned.log_path.display());
+    }
+    result.map_err(with_advice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_split_like_sh() {
+        let ok = |s: &str| shell_words(s).expect(s);
+        assert_eq!(ok(""), Vec::<String>::new());
+        assert_eq!(ok("  --a   --b=1 "), vec!["--a", "--b=1"]);
+        assert_eq!(ok("--x 'a b' \"c d\""), vec!["--x", "a b", "c d"]);
+        assert_eq!(ok("a\\ b \"q\\\"x\" ''"), vec!["a b", "q\"x", ""]);
+        assert_eq!(
+            ok("--oci-worker-no-process-sandbox"),
+            vec!["--oci-worker-no-process-sandbox"]
+        );
+        assert!(shell_words("'open").is_err());
+        assert!(shell_words("\"open").is_err());
+        assert!(shell_words("end\\").is_err());
+    }
+}

@@ -1,0 +1,334 @@
+//! The daemon process tree. bkd does not start buildkitd itself: it starts
+//! a small guardian (bkd re-executed with [`GUARD_ARG`]) that starts
+//! buildkitd (or rootlesskit) and is the reaper of everything it orphans.
+//! bkd holds the write end of a pipe to the guardian; when that pipe
+//! closes, because bkd asked for a stop or because bkd died (even by
+//! SIGKILL), the guardian stops the daemon, kills every process left in
+//! its tree (runc, build steps), and exits. Nothing bkd started can
+//! outlive it.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+/// The hidden first argument that runs the guardian.
+pub const GUARD_ARG: &str = "__bkd-guard";
+
+/// Makes this process the reaper of every process its descendants orphan.
+fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The byte bkd writes before closing the pipe for an orderly stop; a pipe
+/// closed without it means bkd died.
+const STOP: u8 = b's';
+/// How long the daemon gets to stop when bkd died without asking.
+const ORPHANED_GRACE: Duration = Duration::from_secs(2);
+
+/// A running daemon tree, seen from bkd.
+pub struct Child {
+    /// The guardian's pid, also the process group of the whole tree.
+    pub pid: u32,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    control: Option<std::fs::File>,
+}
+
+impl Child {
+    /// Starts the guardian, which starts `argv`. The guardian inherits
+    /// stdout/stderr (the daemon log) and the environment from `cmd`
+    /// settings applied by `configure`.
+    pub fn spawn(
+        argv: &[String],
+        grace: Duration,
+        configure: impl FnOnce(&mut Command),
+    ) -> std::io::Result<Child> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe()?;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors on success.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut cmd = Command::new(exe);
+        cmd.arg(GUARD_ARG)
+            .arg(grace.as_millis().to_string())
+            .arg("--")
+            .args(argv)
+            .stdin(Stdio::from(read_end))
+            .process_group(0);
+        configure(&mut cmd);
+        let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+        let (exit_tx, exit) = watch::channel(None);
+        std::thread::Builder::new()
+            .name("buildkitd-owner".into())
+            .spawn(move || match cmd.spawn() {
+                Ok(mut child) => {
+                    let _ = pid_tx.send(Ok(child.id()));
+                    match child.wait() {
+                        Ok(status) => {
+                            let _ = exit_tx.send(Some(status));
+                        }
+                        Err(e) => tracing::debug!(error = %e, "lost the daemon guardian"),
+                    }
+                }
+                Err(e) => {
+                    let _ = pid_tx.send(Err(e));
+                }
+            })?;
+        let pid = pid_rx.recv().map_err(|_| {
+            std::io::Error::other("the thread that starts the daemon ended early")
+        })??;
+        Ok(Child {
+            pid,
+            exit,
+            control: Some(std::fs::File::from(write_end)),
+        })
+    }
+
+    /// The daemon's exit status, once the tree is gone.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.exit.borrow()
+    }
+
+    /// Resolves when the daemon has ended and its tree is cleaned up.
+    pub async fn exited(&self) -> ExitStatus {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(status) = *rx.borrow_and_update() {
+                return status;
+            }
+            if rx.changed().await.is_err() {
+                // The owner thread lost the guardian; treat it as gone.
+                return std::os::unix::process::ExitStatusExt::from_raw(0);
+            }
+        }
+    }
+
+    /// Asks the guardian to stop the daemon (SIGTERM, SIGKILL after the
+    /// grace period it was started with) and waits for the whole tree to
+    /// be gone. Returns the daemon's exit status.
+    pub async fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Some(mut control) = self.control.take() {
+            let _ = control.write_all(&[STOP]);
+        }
+        let waited = tokio::time::timeout(grace + Duration::from_secs(5), self.exited()).await;
+        if waited.is_err() {
+            tracing::warn!(
+                pid = self.pid,
+                "the daemon guardian did not finish; killing its group"
+            );
+            // SAFETY: the group was created for the guardian.
+            unsafe { libc::killpg(self.pid as libc::pid_t, libc::SIGKILL) };
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.exited()).await;
+        }
+        self.exit_status()
+    }
+}
+
+impl Drop for Child {
+    /// Closing the pipe is enough: the guardian then cleans up on its own,
+    /// whether or not bkd waits for it.
+    fn drop(&mut self) {
+        self.control.take();
+    }
+}
+
+/// The guardian's main: `GRACE_MS -- ARGV...`. Runs before any thread
+/// exists in its process. Returns the exit code, or ends by the daemon's
+/// own terminating signal so bkd sees the daemon's status.
+pub fn run_guard(args: &[String]) -> i32 {
+    let (grace, argv) = match args {
+        [grace, sep, argv @ ..] if sep == "--" && !argv.is_empty() => match grace.parse::<u64>() {
+            Ok(ms) => (Duration::from_millis(ms), argv),
+            Err(_) => return guard_fail("bad grace period"),
+        },
+        _ => return guard_fail("usage: GRACE_MS -- COMMAND..."),
+    };
+    if let Err(e) = become_subreaper() {
+        return guard_fail(&format!("cannot become a subreaper: {e}"));
+    }
+    // bkd talks to the guardian only through the pipe; terminal and pod
+    // signals go to bkd, which then closes it.
+    // SAFETY: setting dispositions in a single-threaded process.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        let guardian = libc::getpid();
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != guardian {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let daemon = match cmd.spawn() {
+        Ok(c) => c.id() as libc::pid_t,
+        Err(e) => {
+            return guard_fail(&format!(
+                "cannot start {}: {}",
+                argv[0],
+                crate::error::io_reason(&e)
+            ))
+        }
+    };
+
+    let mut status = None;
+    let mut stop_at: Option<Instant> = None;
+    let mut killed = false;
+    while status.is_none() {
+        if stop_at.is_none() {
+            if let Some(orderly) = control_closed(Duration::from_millis(100)) {
+                let grace = if orderly { grace } else { ORPHANED_GRACE };
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(daemon, libc::SIGTERM) };
+                stop_at = Some(Instant::now() + grace);
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !killed && stop_at.is_some_and(|t| Instant::now() >= t) {
+            eprintln!("bkd: buildkitd did not stop in time; killing it");
+            // SAFETY: as above.
+            unsafe { libc::kill(daemon, libc::SIGKILL) };
+            killed = true;
+        }
+        status = reap_all(daemon);
+    }
+    kill_descendants(Duration::from_secs(5));
+    let status = status.unwrap_or(0);
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: re-raising the daemon's signal on ourselves with the
+        // default action, so the parent sees the same status.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        1
+    }
+}
+
+fn guard_fail(message: &str) -> i32 {
+    eprintln!("bkd guardian: {message}");
+    125
+}
+
+/// Waits up to `timeout` for the control pipe (stdin): `Some(true)` when
+/// bkd asked for a stop, `Some(false)` when it closed without asking (bkd
+/// died), `None` when nothing happened.
+fn control_closed(timeout: Duration) -> Option<bool> {
+    let mut pfd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+    if n <= 0 {
+        return None;
+    }
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a local.
+    let r = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };
+    Some(r == 1 && byte == STOP)
+}
+
+/// Reaps every ended child without blocking; the daemon's wait status
+/// when it is among them.
+fn reap_all(daemon: libc::pid_t) -> Option<libc::c_int> {
+    let mut found = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on any child with a valid status pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return found;
+        }
+        if pid == daemon {
+            found = Some(status);
+        }
+    }
+}
+
+/// Kills and reaps every remaining child: as a subreaper the guardian
+/// inherits what the daemon orphaned, and each one killed may orphan
+/// more, so this repeats until none is left.
+fn kill_descendants(limit: Duration) {
+    let started = Instant::now();
+    loop {
+        reap_all(0);
+        let children = child_pids();
+        if children.is_empty() {
+            return;
+        }
+        if started.elapsed() > limit {
+            eprintln!("bkd: processes left after stopping buildkitd: {children:?}");
+            return;
+        }
+        for pid in &children {
+            // SAFETY: signalling our own children.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Direct children of this process, read from /proc.
+fn child_pids() -> Vec<libc::pid_t> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| parent_of(*pid) == Some(me))
+        .collect()
+}
+
+/// The parent pid from /proc/PID/stat (the field after the parenthesised
+/// command name, which may itself contain spaces and parentheses).
+pub fn parent_of(pid: libc::pid_t) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_of_reads_this_process() {
+        let me = std::process::id() as libc::pid_t;
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() } as u32;
+        assert_eq!(parent_of(me), Some(parent));
+        assert_eq!(parent_of(-5), None);
+    }
+}
