@@ -278,21 +278,34 @@ where
         let daemon = Daemon::connect(&spawned.address, &Default::default()).await?;
         job(daemon).await
     };
-    tokio::select! {
+    let result = tokio::select! {
         r = interruptible(signals, work) => r,
-        status = spawned.exited() => {
-            let tail = daemon::log_tail(&spawned.log_path, daemon::LOG_TAIL_LINES);
-            show_log_tail(&tail, &spawned.log_path);
-            let mut message = format!(
-                "buildkitd exited unexpectedly ({})",
-                daemon::describe_exit(status)
-            );
-            if let Some(a) = advice::classify(&tail) {
-                message = format!("{message}\n{}", a.render());
-            }
-            Err(Error::Daemon(format!("{message}\nfull daemon log: {}", spawned.log_path.display())))
+        status = spawned.exited() => return Err(crashed(spawned, status)),
+    };
+    // A lost connection is usually the daemon dying; say so if it did.
+    if let Err(Error::Daemon(_) | Error::Session(_) | Error::Transport(_)) = &result {
+        if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), spawned.exited()).await {
+            return Err(crashed(spawned, status));
         }
     }
+    result
+}
+
+/// The error for a daemon that ended on its own, with its log tail shown.
+fn crashed(spawned: &RunningDaemon, status: std::process::ExitStatus) -> Error {
+    let tail = daemon::log_tail(&spawned.log_path, daemon::LOG_TAIL_LINES);
+    show_log_tail(&tail, &spawned.log_path);
+    let mut message = format!(
+        "buildkitd exited unexpectedly ({})",
+        daemon::describe_exit(status)
+    );
+    if let Some(a) = advice::classify(&tail) {
+        message = format!("{message}\n{}", a.render());
+    }
+    Error::Daemon(format!(
+        "{message}\nfull daemon log: {}",
+        spawned.log_path.display()
+    ))
 }
 
 /// Adds the advice for a recognised failure to a failed build's message.
