@@ -189,6 +189,69 @@ fn masked_proc_falls_back_to_rootless_strict_in_auto_mode() {
 }
 
 #[test]
+fn a_sandbox_failure_the_probe_missed_is_retried_once_in_rootless_strict() {
+    let ctx = user_context(PID_DOCKERFILE);
+    let root = ctx.path().join("state");
+    let out = ctx.path().join("out.tar");
+    // Skipping the probe makes auto start the sandboxed mode where it
+    // cannot work, so the real runc error has to trigger the safety net.
+    let run = bkd_as(
+        As::UserMaskedProc,
+        &[
+            "build",
+            "--root",
+            &root.display().to_string(),
+            ".",
+            "-o",
+            &tar_output(&out),
+        ],
+        ctx.path(),
+        &[("BKD_SANDBOX_PROBE", "skip")],
+    );
+    run.assert_ok();
+    let err = run.stderr();
+    assert!(
+        err.contains("mount proc:/proc"),
+        "first attempt failed: {}",
+        run.explain()
+    );
+    assert_eq!(
+        err.matches("retrying the build once").count(),
+        1,
+        "{}",
+        run.explain()
+    );
+    assert_ne!(step_pid(&out), "1", "the retry ran without the sandbox");
+    assert_nothing_left(&root.display().to_string());
+}
+
+#[test]
+fn other_build_failures_are_never_retried() {
+    let ctx =
+        user_context("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"false\"]\n");
+    let run = bkd_as(
+        As::User,
+        &[
+            "build",
+            "--debug",
+            "--root",
+            &ctx.path().join("state").display().to_string(),
+            ".",
+        ],
+        ctx.path(),
+        &[],
+    );
+    assert_eq!(run.code(), Some(1), "{}", run.explain());
+    assert!(!run.stderr().contains("retrying"), "{}", run.explain());
+    assert_eq!(
+        run.stderr().matches("buildkitd ready in").count(),
+        1,
+        "one daemon, one attempt: {}",
+        run.explain()
+    );
+}
+
+#[test]
 fn a_daemon_that_exits_at_once_fails_fast_with_its_log() {
     let ctx = context();
     write(ctx.path(), "Dockerfile", PID_DOCKERFILE);

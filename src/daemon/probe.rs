@@ -219,6 +219,10 @@ impl Host for RealHost {
     }
 
     fn sandbox(&self) -> Probe {
+        if std::env::var("BKD_SANDBOX_PROBE").as_deref() == Ok("skip") {
+            // The safety net after a failed build still applies.
+            return Ok("assumed to work (BKD_SANDBOX_PROBE=skip)".into());
+        }
         sandbox_probe()
     }
 
