@@ -96,54 +96,50 @@ fn rootless_by_default_as_an_unprivileged_user() {
     assert_nothing_left(&socket_dir(&run.stderr()).display().to_string());
 }
 
+/// One `PID_DOCKERFILE` build in a fresh user-owned context with a private
+/// state dir and a tar output.
+struct PidBuild {
+    ctx: tempfile::TempDir,
+    run: Run,
+}
+
+impl PidBuild {
+    fn run(who: As, flags: &[&str], env: &[(&str, &str)]) -> PidBuild {
+        let ctx = user_context(PID_DOCKERFILE);
+        let root = ctx.path().join("state").display().to_string();
+        let out = tar_output(&ctx.path().join("out.tar"));
+        let mut args = vec!["build", "--root", &root, "-o", &out];
+        args.extend_from_slice(flags);
+        args.push(".");
+        let run = bkd_as(who, &args, ctx.path(), env);
+        PidBuild { ctx, run }
+    }
+
+    fn out(&self) -> std::path::PathBuf {
+        self.ctx.path().join("out.tar")
+    }
+
+    fn root(&self) -> String {
+        self.ctx.path().join("state").display().to_string()
+    }
+}
+
 #[test]
 fn rootless_strict_runs_without_the_process_sandbox() {
-    let ctx = user_context(PID_DOCKERFILE);
-    let root = ctx.path().join("state");
-    let out = ctx.path().join("out.tar");
-    let run = bkd_as(
-        As::User,
-        &[
-            "build",
-            "--mode",
-            "rootless-strict",
-            "--root",
-            &root.display().to_string(),
-            ".",
-            "-o",
-            &tar_output(&out),
-        ],
-        ctx.path(),
-        &[],
-    );
-    run.assert_ok();
+    let b = PidBuild::run(As::User, &["--mode", "rootless-strict"], &[]);
+    b.run.assert_ok();
     assert_ne!(
-        step_pid(&out),
+        step_pid(&b.out()),
         "1",
         "the step shares the daemon's pid namespace"
     );
-    assert_nothing_left(&root.display().to_string());
+    assert_nothing_left(&b.root());
 }
 
 #[test]
 fn masked_proc_fails_in_rootless_mode_with_the_fix() {
-    let ctx = user_context(PID_DOCKERFILE);
-    let root = ctx.path().join("state");
-    let run = bkd_as(
-        As::UserMaskedProc,
-        &[
-            "build",
-            "--mode",
-            "rootless",
-            "--root",
-            &root.display().to_string(),
-            ".",
-            "-o",
-            &tar_output(&ctx.path().join("out.tar")),
-        ],
-        ctx.path(),
-        &[],
-    );
+    let b = PidBuild::run(As::UserMaskedProc, &["--mode", "rootless"], &[]);
+    let run = &b.run;
     assert_eq!(run.code(), Some(1), "{}", run.explain());
     let err = run.stderr();
     assert!(err.contains("mount proc:/proc"), "{}", run.explain());
@@ -152,28 +148,14 @@ fn masked_proc_fails_in_rootless_mode_with_the_fix() {
         "{}",
         run.explain()
     );
-    assert!(!ctx.path().join("out.tar").exists());
-    assert_nothing_left(&root.display().to_string());
+    assert!(!b.out().exists());
+    assert_nothing_left(&b.root());
 }
 
 #[test]
 fn masked_proc_falls_back_to_rootless_strict_in_auto_mode() {
-    let ctx = user_context(PID_DOCKERFILE);
-    let root = ctx.path().join("state");
-    let out = ctx.path().join("out.tar");
-    let run = bkd_as(
-        As::UserMaskedProc,
-        &[
-            "build",
-            "--root",
-            &root.display().to_string(),
-            ".",
-            "-o",
-            &tar_output(&out),
-        ],
-        ctx.path(),
-        &[],
-    );
+    let b = PidBuild::run(As::UserMaskedProc, &[], &[]);
+    let run = &b.run;
     run.assert_ok();
     let err = run.stderr();
     let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
@@ -185,29 +167,15 @@ fn masked_proc_falls_back_to_rootless_strict_in_auto_mode() {
         "{}",
         run.explain()
     );
-    assert_ne!(step_pid(&out), "1");
+    assert_ne!(step_pid(&b.out()), "1");
 }
 
 #[test]
 fn a_sandbox_failure_the_probe_missed_is_retried_once_in_rootless_strict() {
-    let ctx = user_context(PID_DOCKERFILE);
-    let root = ctx.path().join("state");
-    let out = ctx.path().join("out.tar");
     // Skipping the probe makes auto start the sandboxed mode where it
     // cannot work, so the real runc error has to trigger the safety net.
-    let run = bkd_as(
-        As::UserMaskedProc,
-        &[
-            "build",
-            "--root",
-            &root.display().to_string(),
-            ".",
-            "-o",
-            &tar_output(&out),
-        ],
-        ctx.path(),
-        &[("BKD_SANDBOX_PROBE", "skip")],
-    );
+    let b = PidBuild::run(As::UserMaskedProc, &[], &[("BKD_SANDBOX_PROBE", "skip")]);
+    let run = &b.run;
     run.assert_ok();
     let err = run.stderr();
     assert!(
@@ -221,8 +189,8 @@ fn a_sandbox_failure_the_probe_missed_is_retried_once_in_rootless_strict() {
         "{}",
         run.explain()
     );
-    assert_ne!(step_pid(&out), "1", "the retry ran without the sandbox");
-    assert_nothing_left(&root.display().to_string());
+    assert_ne!(step_pid(&b.out()), "1", "the retry ran without the sandbox");
+    assert_nothing_left(&b.root());
 }
 
 #[test]
@@ -352,23 +320,34 @@ fn stuck_build(who: As, seconds: &str) -> (std::process::Child, tempfile::TempDi
     (child, ctx, root)
 }
 
-#[test]
-fn sigterm_cancels_the_build_stops_the_daemon_and_exits_143() {
-    let (mut child, ctx, root) = stuck_build(As::Root, "8117");
+/// Signals bkd during a stuck build and checks the exit code, the message,
+/// the time taken and that nothing is left.
+fn interrupt_stuck_build(who: As, seconds: &str, signal: i32, code: i32, name: &str) {
+    let (mut child, ctx, root) = stuck_build(who, seconds);
     let pid = bkd_pid(&root).expect("bkd pid");
     let sent = Instant::now();
     // SAFETY: signalling the bkd process this test started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    unsafe { libc::kill(pid, signal) };
     let status = child.wait().expect("wait");
     let err = std::fs::read_to_string(ctx.path().join("stderr")).unwrap_or_default();
     assert!(
         sent.elapsed() < Duration::from_secs(10),
         "within the grace period"
     );
-    assert_eq!(status.code(), Some(143), "{err}");
-    assert!(err.contains("interrupted by SIGTERM"), "{err}");
-    assert_nothing_left("sleep 8117");
+    assert_eq!(status.code(), Some(code), "{err}");
+    assert!(err.contains(&format!("interrupted by {name}")), "{err}");
+    assert_nothing_left(&format!("sleep {seconds}"));
     assert_nothing_left(&root);
+}
+
+#[test]
+fn sigterm_cancels_the_build_stops_the_daemon_and_exits_143() {
+    interrupt_stuck_build(As::Root, "8117", libc::SIGTERM, 143, "SIGTERM");
+}
+
+#[test]
+fn sigint_stops_a_rootless_build_and_exits_130() {
+    interrupt_stuck_build(As::User, "8467", libc::SIGINT, 130, "SIGINT");
 }
 
 #[test]
@@ -437,21 +416,7 @@ fn a_state_dir_in_use_names_the_daemon_holding_it() {
 fn root_without_cap_sys_admin_is_explained_before_spawning() {
     let ctx = context();
     write(ctx.path(), "Dockerfile", PID_DOCKERFILE);
-    let bin = bkd_binary().display().to_string();
-    let run = run(
-        "setpriv",
-        &[
-            "--bounding-set",
-            "-sys_admin",
-            "--inh-caps",
-            "-sys_admin",
-            &bin,
-            "build",
-            ".",
-        ],
-        ctx.path(),
-        &[],
-    );
+    let run = bkd_as(As::RootWithoutSysAdmin, &["build", "."], ctx.path(), &[]);
     assert_eq!(run.code(), Some(3), "{}", run.explain());
     let err = run.stderr();
     assert!(
@@ -537,20 +502,7 @@ fn doctor_reports_every_probe_and_the_mode() {
         "{masked}"
     );
     // Root without CAP_SYS_ADMIN: no build can run, and doctor says so.
-    let bin = bkd_binary().display().to_string();
-    let run = run(
-        "setpriv",
-        &[
-            "--bounding-set",
-            "-sys_admin",
-            "--inh-caps",
-            "-sys_admin",
-            &bin,
-            "doctor",
-        ],
-        dir.path(),
-        &[],
-    );
+    let run = bkd_as(As::RootWithoutSysAdmin, &["doctor"], dir.path(), &[]);
     assert_ne!(run.code(), Some(0), "{}", run.explain());
     assert!(
         run.stdout().contains("[FAIL] CAP_SYS_ADMIN"),

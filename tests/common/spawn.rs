@@ -17,6 +17,9 @@ pub const TEST_USER: &str = "bkdtest";
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum As {
     Root,
+    /// Root with CAP_SYS_ADMIN dropped, like uid 0 in a pod that is not
+    /// privileged.
+    RootWithoutSysAdmin,
     User,
     /// The test user in a mount namespace with /proc masked.
     UserMaskedProc,
@@ -92,7 +95,19 @@ const MASK_PROC: &str = "set -e; \
 pub fn command(who: As, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
     let bin = bkd_binary();
     let mut inner: Vec<String> = Vec::new();
-    if who != As::Root {
+    if who == As::RootWithoutSysAdmin {
+        inner.extend(
+            [
+                "setpriv",
+                "--bounding-set",
+                "-sys_admin",
+                "--inh-caps",
+                "-sys_admin",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+    } else if who != As::Root {
         inner.extend(
             [
                 "runuser",
