@@ -8,6 +8,7 @@ use base64::Engine;
 use clap::{Args, ValueEnum};
 
 use super::output::parse_output;
+use super::secret::{load_secret, parse_secret};
 use super::GlobalArgs;
 use crate::client::solve::{build, BuildSpec, ExportSpec};
 use crate::error::{io_reason, Error, Result};
@@ -16,6 +17,7 @@ use crate::progress::Display;
 use crate::session::auth::DockerConfig;
 use crate::session::filesend::parent_dir;
 use crate::session::filesync::LocalDirs;
+use crate::session::secrets::SecretValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {
@@ -65,9 +67,13 @@ pub struct BuildArgs {
     #[arg(short = 't', long = "tag", value_name = "REF")]
     pub tags: Vec<String>,
 
-    /// Push the image named by --tag
+    /// Push the image named by --tag (or by BKD_TAGS when no --tag is given)
     #[arg(long)]
     pub push: bool,
+
+    /// Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable)
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
 
     /// Progress output
     #[arg(long, value_enum, default_value = "auto")]
@@ -208,14 +214,10 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         .iter()
         .map(|o| parse_output(o).map_err(Error::Usage))
         .collect::<Result<Vec<ExportSpec>>>()?;
-    if args.push && args.tags.is_empty() {
-        return Err(Error::Usage(
-            "--push needs an image name: add -t REGISTRY/IMAGE:TAG".into(),
-        ));
-    }
-    if !args.tags.is_empty() {
+    let tags = image_tags(args)?;
+    if !tags.is_empty() {
         let mut image_attrs = HashMap::new();
-        image_attrs.insert("name".to_string(), args.tags.join(","));
+        image_attrs.insert("name".to_string(), tags.join(","));
         if args.push {
             image_attrs.insert("push".into(), "true".into());
         }
@@ -248,9 +250,41 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         locals,
         exports,
         docker_config: Arc::new(docker_config),
+        secrets: secrets(args)?,
         shared_key: shared_key(&context),
         ..Default::default()
     })
+}
+
+/// The image names: `--tag`, or with `--push` and no `--tag`, the
+/// comma-separated `BKD_TAGS`, so a pipeline names its image once.
+fn image_tags(args: &BuildArgs) -> Result<Vec<String>> {
+    if !args.tags.is_empty() || !args.push {
+        return Ok(args.tags.clone());
+    }
+    let from_env: Vec<String> = std::env::var("BKD_TAGS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if from_env.is_empty() {
+        return Err(Error::Usage(
+            "--push needs an image name: add -t REGISTRY/IMAGE:TAG or set BKD_TAGS".into(),
+        ));
+    }
+    Ok(from_env)
+}
+
+/// Reads every `--secret` now, so a missing file fails before the build.
+fn secrets(args: &BuildArgs) -> Result<HashMap<String, SecretValue>> {
+    let mut values = HashMap::new();
+    for spec in &args.secrets {
+        let (id, source) = parse_secret(spec).map_err(Error::Usage)?;
+        let value = load_secret(&id, &source).map_err(Error::Input)?;
+        values.insert(id, value);
+    }
+    Ok(values)
 }
 
 /// The output's directory must exist and be writable before the build
