@@ -161,7 +161,16 @@ pub fn binaries() -> (String, String) {
 pub fn choose(args: &DaemonArgs) -> Result<(Probes, Result<probe::Decision, String>)> {
     let flags = daemon_flags(args)?;
     let (buildkitd, rootlesskit) = binaries();
-    let probes = Probes::gather(&RealHost, &buildkitd, &rootlesskit);
+    Ok(choose_with(args, &flags, &buildkitd, &rootlesskit))
+}
+
+fn choose_with(
+    args: &DaemonArgs,
+    flags: &[String],
+    buildkitd: &str,
+    rootlesskit: &str,
+) -> (Probes, Result<probe::Decision, String>) {
+    let probes = Probes::gather(&RealHost, buildkitd, rootlesskit);
     let mut request = args.mode;
     if request == ModeRequest::Auto
         && probes.uid != 0
@@ -170,26 +179,7 @@ pub fn choose(args: &DaemonArgs) -> Result<(Probes, Result<probe::Decision, Stri
         request = ModeRequest::RootlessStrict;
     }
     let decision = probe::decide(request, &probes);
-    Ok((probes, decision))
-}
-
-fn plan(args: &DaemonArgs, mode: Mode, uid: u32, echo_log: bool) -> Result<SpawnPlan> {
-    let (buildkitd, rootlesskit) = binaries();
-    let root = match &args.root {
-        Some(r) => r.clone(),
-        None => daemon::state::default_root(uid).map_err(Error::Input)?,
-    };
-    Ok(SpawnPlan {
-        mode,
-        buildkitd,
-        rootlesskit,
-        root,
-        flags: daemon_flags(args)?,
-        ready_timeout: Duration::from_secs(args.daemon_timeout),
-        stop_timeout: Duration::from_secs(args.stop_timeout),
-        echo_log,
-        log_file: args.daemon_log.clone(),
-    })
+    (probes, decision)
 }
 
 /// SIGINT and SIGTERM, listened to for the whole command.
@@ -302,10 +292,8 @@ fn crashed(spawned: &RunningDaemon, status: std::process::ExitStatus) -> Error {
     if let Some(a) = advice::classify(&tail) {
         message = format!("{message}\n{}", a.render());
     }
-    Error::Daemon(format!(
-        "{message}\nfull daemon log: {}",
-        spawned.log_path.display()
-    ))
+    // The log's path is in the tail's header and in the "kept" line.
+    Error::Daemon(message)
 }
 
 /// Adds the advice for a recognised failure to a failed build's message.
@@ -341,20 +329,36 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let mut signals = Signals::install()?;
-    if global.addr.is_some() {
-        let daemon = global.connect().await?;
+    if let Some(addr) = &global.addr {
+        let daemon = global.connect(addr).await?;
         return interruptible(&mut signals, job(daemon))
             .await
             .map_err(with_advice);
     }
     let args = &global.daemon;
-    let (probes, decision) = choose(args)?;
+    let flags = daemon_flags(args)?;
+    let (buildkitd, rootlesskit) = binaries();
+    let (probes, decision) = choose_with(args, &flags, &buildkitd, &rootlesskit);
     let decision = decision.map_err(Error::Input)?;
     if let Some(why) = &decision.downgrade {
         eprintln!("{}", probe::downgrade_warning(why));
     }
-    let plan_for = |mode| plan(args, mode, probes.uid, global.debug);
-    let mut spawned = spawn(&plan_for(decision.mode)?, &mut signals, global.debug).await?;
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => daemon::state::default_root(probes.uid).map_err(Error::Input)?,
+    };
+    let mut plan = SpawnPlan {
+        mode: decision.mode,
+        buildkitd,
+        rootlesskit,
+        root,
+        flags,
+        ready_timeout: Duration::from_secs(args.daemon_timeout),
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+        echo_log: global.debug,
+        log_file: args.daemon_log.clone(),
+    };
+    let mut spawned = spawn(&plan, &mut signals, global.debug).await?;
     let mut result = on_spawned(&spawned, &mut signals, &mut job).await;
     let retry = args.mode == ModeRequest::Auto
         && spawned.mode == Mode::Rootless
@@ -367,10 +371,8 @@ where
              build once"
         );
         spawned.stop(false).await;
-        spawned = match spawn(&plan_for(Mode::RootlessStrict)?, &mut signals, global.debug).await {
-            Ok(s) => s,
-            Err(e) => return Err(e),
-        };
+        plan.mode = Mode::RootlessStrict;
+        spawned = spawn(&plan, &mut signals, global.debug).await?;
         result = on_spawned(&spawned, &mut signals, &mut job).await;
     }
     let failed = result.is_err();

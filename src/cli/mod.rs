@@ -83,18 +83,10 @@ impl GlobalArgs {
         }
     }
 
-    fn address(&self) -> Result<Address> {
-        let addr = self.addr.as_deref().ok_or_else(|| {
-            Error::Usage(
-                "no daemon address: pass --addr unix:///path/to/buildkitd.sock or set BUILDKIT_HOST"
-                    .into(),
-            )
-        })?;
-        Address::parse(addr).map_err(|e| Error::Usage(e.to_string()))
-    }
-
-    pub async fn connect(&self) -> Result<Daemon> {
-        Daemon::connect(&self.address()?, &self.tls()).await
+    /// Connects to the daemon named by `--addr`/`BUILDKIT_HOST`.
+    pub async fn connect(&self, addr: &str) -> Result<Daemon> {
+        let address = Address::parse(addr).map_err(|e| Error::Usage(e.to_string()))?;
+        Daemon::connect(&address, &self.tls()).await
     }
 }
 

@@ -29,6 +29,14 @@ pub const PROCFS_MOUNT: Advice = Advice {
           sandbox with securityContext.procMount: Unmasked and spec.hostUsers: false",
 };
 
+/// Another buildkitd holds the state directory's lock.
+pub const STATE_DIR_LOCKED: Advice = Advice {
+    id: "state-dir-locked",
+    cause: "another buildkitd already uses this state directory",
+    fix: "pass --root DIR for a separate state directory, or --addr to build on the \
+          running daemon",
+};
+
 const KNOWN: &[(&[&str], Advice)] = &[
     (
         &["failed to share mount point", "permission denied"],
@@ -80,12 +88,7 @@ const KNOWN: &[(&[&str], Advice)] = &[
     ),
     (
         &["could not lock", "another instance running"],
-        Advice {
-            id: "state-dir-locked",
-            cause: "another buildkitd already uses this state directory",
-            fix: "pass --root DIR for a separate state directory, or --addr to build on the \
-                  running daemon",
-        },
+        STATE_DIR_LOCKED,
     ),
     (
         &["rootless mode requires to be executed as the mapped root"],

@@ -71,6 +71,12 @@ pub struct RunningDaemon {
     stop_timeout: Duration,
 }
 
+/// Names inside the per-run directory.
+const SOCKET: &str = "buildkitd.sock";
+const NOTIFY_SOCKET: &str = "notify.sock";
+const TRACE_SOCKET: &str = "otel-grpc.sock";
+const ROOTLESSKIT_STATE: &str = "rootlesskit";
+
 /// The daemon's command line for a mode: buildkitd directly, or through
 /// rootlesskit, with bkd's socket, state dir and trace socket first and the
 /// user's flags after them (so a user flag wins where buildkitd keeps the
@@ -80,7 +86,7 @@ pub fn command_line(plan: &SpawnPlan, run_dir: &Path) -> Vec<String> {
     if plan.mode.is_rootless() {
         args.push(plan.rootlesskit.clone());
         args.push("--state-dir".into());
-        args.push(run_dir.join("rootlesskit").display().to_string());
+        args.push(run_dir.join(ROOTLESSKIT_STATE).display().to_string());
     }
     args.push(plan.buildkitd.clone());
     if plan.mode.is_rootless() {
@@ -90,17 +96,14 @@ pub fn command_line(plan: &SpawnPlan, run_dir: &Path) -> Vec<String> {
     args.push("--root".into());
     args.push(plan.root.display().to_string());
     args.push("--addr".into());
-    args.push(format!(
-        "unix://{}",
-        run_dir.join("buildkitd.sock").display()
-    ));
+    args.push(format!("unix://{}", run_dir.join(SOCKET).display()));
     if !plan
         .flags
         .iter()
         .any(|f| f.starts_with("--otel-socket-path"))
     {
         args.push("--otel-socket-path".into());
-        args.push(run_dir.join("otel-grpc.sock").display().to_string());
+        args.push(run_dir.join(TRACE_SOCKET).display().to_string());
     }
     if plan.mode == Mode::RootlessStrict && !plan.flags.iter().any(|f| is_no_sandbox_flag(f)) {
         args.push("--oci-worker-no-process-sandbox".into());
@@ -136,7 +139,7 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
     };
     if let Some((pid, cmdline)) = state::lock_holder(&plan.root) {
         return Err(StartFailure {
-            advice: advice::classify("could not lock x, another instance running?"),
+            advice: Some(advice::STATE_DIR_LOCKED),
             ..early(format!(
                 "state directory {} is in use by another buildkitd (pid {pid}: {cmdline})",
                 plan.root.display()
@@ -163,7 +166,7 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
     let log_err = log
         .try_clone()
         .map_err(|e| early(format!("cannot share the daemon log: {e}")))?;
-    let notify_path = run_dir.path().join("notify.sock");
+    let notify_path = run_dir.path().join(NOTIFY_SOCKET);
     let notify = tokio::net::UnixDatagram::bind(&notify_path)
         .map_err(|e| early(format!("cannot create {}: {e}", notify_path.display())))?;
 
@@ -186,7 +189,7 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
     let echo = plan
         .echo_log
         .then(|| tokio::spawn(echo_log(log_path.clone())));
-    let address = Address::Unix(run_dir.path().join("buildkitd.sock"));
+    let address = Address::Unix(run_dir.path().join(SOCKET));
     let mut daemon = RunningDaemon {
         address,
         mode: plan.mode,
@@ -364,10 +367,10 @@ impl RunningDaemon {
         if let Some(dir) = self.run_dir.take() {
             if keep_log && self.log_path.starts_with(dir.path()) {
                 let kept = dir.keep();
-                for name in ["buildkitd.sock", "notify.sock", "otel-grpc.sock"] {
+                for name in [SOCKET, NOTIFY_SOCKET, TRACE_SOCKET] {
                     let _ = std::fs::remove_file(kept.join(name));
                 }
-                let _ = std::fs::remove_dir_all(kept.join("rootlesskit"));
+                let _ = std::fs::remove_dir_all(kept.join(ROOTLESSKIT_STATE));
             } else if let Err(e) = dir.close() {
                 tracing::debug!(error = %e, "cannot remove the daemon's runtime dir");
             }
