@@ -120,12 +120,7 @@ fn push_takes_its_tags_from_bkd_tags() {
     );
     run.assert_ok();
     for tag in ["a", "b"] {
-        let (status, _, _) = registry_get(
-            registry,
-            &format!("/v2/bkd/envtags/manifests/{tag}"),
-            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-        )
-        .expect("registry answers");
+        let (status, _) = manifest(registry, "bkd/envtags", tag);
         assert!(status.contains("200"), "{tag}: {status}\n{}", run.explain());
     }
     let run = bkd_env(

@@ -286,6 +286,20 @@ pub fn registry_get(
     Some((status.to_string(), headers.to_string(), body))
 }
 
+/// Every manifest media type a pushed image may have.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The registry's answer for `repo:reference`: (status line, headers).
+pub fn manifest(registry: &str, repo: &str, reference: &str) -> (String, String) {
+    let (status, headers, _) = registry_get(
+        registry,
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Accept", MANIFEST_ACCEPT)],
+    )
+    .expect("registry answers");
+    (status, headers)
+}
+
 /// A fresh context directory with busybox in it, so builds need no
 /// internet: `FROM scratch` + `COPY busybox /bin/busybox`.
 pub fn context() -> tempfile::TempDir {
