@@ -7,6 +7,8 @@ use std::sync::Arc;
 use base64::Engine;
 use clap::{Args, ValueEnum};
 
+use super::cache::{parse_caches, Direction};
+use super::daemon::DaemonNeeds;
 use super::output::parse_output;
 use super::secret::{load_secret, parse_secret};
 use super::GlobalArgs;
@@ -74,6 +76,22 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable)
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
+
+    /// Export build cache: type=registry,ref=REF[,mode=max], type=inline, type=local,dest=DIR, s3, gha (repeatable)
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+
+    /// Import build cache: type=registry,ref=REF, type=local,src=DIR, s3, gha, or a bare REF (repeatable)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+
+    /// Extra named context: NAME=DIR, NAME=docker-image://REF or NAME=URL (repeatable)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+
+    /// Registry to reach over plain HTTP, for FROM and for pushes (repeatable; spawned daemon only)
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
 
     /// Progress output
     #[arg(long, value_enum, default_value = "auto")]
@@ -243,17 +261,71 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
     let mut locals = LocalDirs::default();
     locals.insert("context", context.clone());
     locals.insert("dockerfile", dockerfile_dir);
+    for spec in &args.build_contexts {
+        named_context(spec, &mut attrs, &mut locals)?;
+    }
 
     Ok(BuildSpec {
         frontend: "dockerfile.v0".into(),
         frontend_attrs: attrs,
         locals,
         exports,
+        cache_exports: parse_caches("--cache-to", &args.cache_to, Direction::Export)
+            .map_err(Error::Usage)?,
+        cache_imports: parse_caches("--cache-from", &args.cache_from, Direction::Import)
+            .map_err(Error::Usage)?,
         docker_config: Arc::new(docker_config),
-        secrets: secrets(args)?,
+        secrets: secrets(&args.secrets)?,
         shared_key: shared_key(&context),
-        ..Default::default()
     })
+}
+
+/// One `--build-context NAME=VALUE`: a directory becomes an extra local
+/// synced through the session; image references and URLs go to the
+/// frontend as they are.
+fn named_context(
+    spec: &str,
+    attrs: &mut HashMap<String, String>,
+    locals: &mut LocalDirs,
+) -> Result<()> {
+    let (name, value) = key_value("--build-context", spec)?;
+    if value.is_empty() {
+        return Err(Error::Usage(format!(
+            "invalid --build-context {spec:?}: expected NAME=DIR or NAME=docker-image://REF"
+        )));
+    }
+    if name == "context" || name == "dockerfile" {
+        return Err(Error::Usage(format!(
+            "invalid --build-context {spec:?}: {name:?} names the main build input; pick another name"
+        )));
+    }
+    if value.starts_with("oci-layout://") {
+        return Err(Error::Usage(format!(
+            "invalid --build-context {spec:?}: oci-layout:// contexts are not supported; \
+             push the layout to a registry and use docker-image://REF"
+        )));
+    }
+    let is_reference = ["docker-image://", "https://", "http://", "git@", "git://"]
+        .iter()
+        .any(|p| value.starts_with(p));
+    if is_reference {
+        attrs.insert(format!("context:{name}"), value.to_string());
+        return Ok(());
+    }
+    let dir = local_dir("--build-context", name, Path::new(value))?;
+    attrs.insert(format!("context:{name}"), format!("local:{name}"));
+    locals.insert(name, dir);
+    Ok(())
+}
+
+/// A directory given on the command line, checked and made absolute.
+pub(super) fn local_dir(flag: &str, name: &str, path: &Path) -> Result<PathBuf> {
+    let fail = |reason: String| Error::Input(format!("{flag} {name}={}: {reason}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| fail(io_reason(&e)))?;
+    if !meta.is_dir() {
+        return Err(fail("not a directory".into()));
+    }
+    path.canonicalize().map_err(|e| fail(io_reason(&e)))
 }
 
 /// The image names: `--tag`, or with `--push` and no `--tag`, the
@@ -277,9 +349,9 @@ fn image_tags(args: &BuildArgs) -> Result<Vec<String>> {
 }
 
 /// Reads every `--secret` now, so a missing file fails before the build.
-fn secrets(args: &BuildArgs) -> Result<HashMap<String, SecretValue>> {
+pub(super) fn secrets(specs: &[String]) -> Result<HashMap<String, SecretValue>> {
     let mut values = HashMap::new();
-    for spec in &args.secrets {
+    for spec in specs {
         let (id, source) = parse_secret(spec).map_err(Error::Usage)?;
         let value = load_secret(&id, &source).map_err(Error::Input)?;
         values.insert(id, value);
@@ -289,7 +361,7 @@ fn secrets(args: &BuildArgs) -> Result<HashMap<String, SecretValue>> {
 
 /// The output's directory must exist and be writable before the build
 /// starts, so a long build does not fail at the very end.
-fn check_output_parent(dest: &Path) -> Result<()> {
+pub(super) fn check_output_parent(dest: &Path) -> Result<()> {
     let parent = parent_dir(dest);
     let meta = std::fs::metadata(&parent).map_err(|e| {
         Error::Input(format!(
@@ -320,7 +392,7 @@ fn check_output_parent(dest: &Path) -> Result<()> {
 }
 
 /// One warm copy of the context per project directory in the daemon.
-fn shared_key(context: &Path) -> String {
+pub(super) fn shared_key(context: &Path) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     context.hash(&mut h);
@@ -378,23 +450,49 @@ pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result
     Ok(())
 }
 
+/// How a build is run, apart from what it builds.
+pub struct Job<'a> {
+    pub progress: ProgressMode,
+    pub metadata_file: Option<&'a Path>,
+    pub needs: DaemonNeeds,
+}
+
 pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
-    let spec = resolve(&args)?;
-    if let Some(p) = &args.metadata_file {
+    for host in &args.insecure_registries {
+        crate::daemon::config::check_registry_host(host).map_err(Error::Usage)?;
+    }
+    let job = Job {
+        progress: args.progress,
+        metadata_file: args.metadata_file.as_deref(),
+        needs: DaemonNeeds {
+            insecure_registries: args.insecure_registries.clone(),
+        },
+    };
+    execute(global, job, || resolve(&args)).await
+}
+
+/// Resolves the build (again for a retry: a build consumes its spec),
+/// runs it on the daemon, and writes the metadata file.
+pub async fn execute(
+    global: &GlobalArgs,
+    job: Job<'_>,
+    resolve: impl Fn() -> Result<BuildSpec>,
+) -> Result<()> {
+    let spec = resolve()?;
+    if let Some(p) = job.metadata_file {
         check_output_parent(p)?;
     }
     let mut spec = Some(spec);
-    let outcome = super::daemon::run_on_daemon(global, |daemon| {
-        // A retry resolves the flags again: the first attempt consumed the spec.
-        let spec = spec.take().map_or_else(|| resolve(&args), Ok);
-        let progress = args.progress;
+    let outcome = super::daemon::run_on_daemon(global, &job.needs, |daemon| {
+        let spec = spec.take().map_or_else(&resolve, Ok);
+        let progress = job.progress;
         async move {
             let (outcome, _display) = build(&daemon, spec?, display_for(progress)).await;
             outcome
         }
     })
     .await?;
-    if let Some(p) = &args.metadata_file {
+    if let Some(p) = job.metadata_file {
         write_metadata(p, &outcome.exporter_response)?;
     }
     for w in &outcome.written {

@@ -42,9 +42,10 @@ pub struct DaemonArgs {
     )]
     pub buildkitd_flags: Vec<String>,
 
-    /// Seconds to wait for buildkitd to become ready
-    #[arg(long, global = true, default_value_t = 120, value_name = "SECONDS")]
-    pub daemon_timeout: u64,
+    /// Seconds to wait for buildkitd to become ready [default: 120, or what
+    /// BUILDCTL_CONNECT_RETRIES_MAX allows buildctl-daemonless.sh]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub daemon_timeout: Option<u64>,
 
     /// Seconds between SIGTERM and SIGKILL when stopping buildkitd
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
@@ -55,7 +56,38 @@ pub struct DaemonArgs {
     pub daemon_log: Option<PathBuf>,
 }
 
+/// The readiness deadline when neither flag nor environment sets one.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The time `buildctl-daemonless.sh` waits for a daemon given
+/// `BUILDCTL_CONNECT_RETRIES_MAX`: its sleeps (100 ms, growing 20 ms per
+/// try) plus one buildctl call per try, taken as 50 ms.
+pub fn script_wait(retries: u64) -> Duration {
+    let retries = retries.min(100_000);
+    let sleeps_ms = (0..=retries).map(|t| 100 + 20 * t).sum::<u64>();
+    let calls = retries + 2;
+    Duration::from_millis(sleeps_ms + 50 * calls)
+}
+
 impl DaemonArgs {
+    /// `--daemon-timeout`, else `BUILDCTL_CONNECT_RETRIES_MAX` mapped to
+    /// the script's wait, else the default.
+    pub fn ready_timeout(&self) -> Result<Duration> {
+        if let Some(s) = self.daemon_timeout {
+            return Ok(Duration::from_secs(s));
+        }
+        match std::env::var("BUILDCTL_CONNECT_RETRIES_MAX") {
+            Ok(v) if !v.trim().is_empty() => {
+                v.trim().parse::<u64>().map(script_wait).map_err(|_| {
+                    Error::Usage(format!(
+                        "invalid BUILDCTL_CONNECT_RETRIES_MAX {v:?}: expected a whole number"
+                    ))
+                })
+            }
+            _ => Ok(DEFAULT_READY_TIMEOUT),
+        }
+    }
+
     /// The requested mode as typed.
     pub fn mode_name(&self) -> &'static str {
         match self.mode {
@@ -316,6 +348,14 @@ fn is_sandbox_failure(e: &Error) -> bool {
         if advice::classify(step_logs) == Some(advice::PROCFS_MOUNT))
 }
 
+/// What a command asks of the daemon it runs on.
+#[derive(Debug, Default)]
+pub struct DaemonNeeds {
+    /// Registries to reach over plain HTTP; only a spawned daemon can be
+    /// configured that way.
+    pub insecure_registries: Vec<String>,
+}
+
 /// Runs `job` on the daemon this command uses. With `--addr` that daemon is
 /// only connected to; otherwise bkd spawns one, and stops it whatever the
 /// outcome. The job's result is the command's result: stopping the daemon
@@ -323,6 +363,7 @@ fn is_sandbox_failure(e: &Error) -> bool {
 /// sandbox cannot mount /proc is retried once in rootless-strict mode.
 pub async fn run_on_daemon<T, Fut>(
     global: &GlobalArgs,
+    needs: &DaemonNeeds,
     mut job: impl FnMut(Daemon) -> Fut,
 ) -> Result<T>
 where
@@ -330,6 +371,12 @@ where
 {
     let mut signals = Signals::install()?;
     if let Some(addr) = &global.addr {
+        if let Some(host) = needs.insecure_registries.first() {
+            return Err(Error::Usage(format!(
+                "--insecure-registry {host} configures the buildkitd bkd starts; with --addr \
+                 add [registry.\"{host}\"] http = true to that daemon's buildkitd.toml"
+            )));
+        }
         let daemon = global.connect(addr).await?;
         return interruptible(&mut signals, job(daemon))
             .await
@@ -353,10 +400,11 @@ where
         rootlesskit,
         root,
         flags,
-        ready_timeout: Duration::from_secs(args.daemon_timeout),
+        ready_timeout: args.ready_timeout()?,
         stop_timeout: Duration::from_secs(args.stop_timeout),
         echo_log: global.debug,
         log_file: args.daemon_log.clone(),
+        insecure_registries: needs.insecure_registries.clone(),
     };
     let mut spawned = spawn(&plan, &mut signals, global.debug).await?;
     let mut result = on_spawned(&spawned, &mut signals, &mut job).await;
@@ -386,6 +434,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_map_to_the_scripts_wait() {
+        // The script's default of 10 retries: 11 sleeps (2.2 s) and 12 calls.
+        assert_eq!(script_wait(10), Duration::from_millis(2_200 + 600));
+        assert_eq!(script_wait(0), Duration::from_millis(100 + 100));
+    }
 
     #[test]
     fn shell_words_split_like_sh() {

@@ -2,6 +2,7 @@
 //! plans for the library. No protocol code lives here.
 
 pub mod build;
+pub mod cache;
 pub mod daemon;
 pub mod doctor;
 pub mod output;
@@ -100,7 +101,13 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn workers(global: &GlobalArgs) -> Result<()> {
-    let workers = daemon::run_on_daemon(global, |d| async move { d.workers().await }).await?;
+    let workers =
+        daemon::run_on_daemon(
+            global,
+            &Default::default(),
+            |d| async move { d.workers().await },
+        )
+        .await?;
     println!("{:<30}\tPLATFORMS", "ID");
     for w in workers {
         println!("{:<30}\t{}", w.id, w.platforms.join(","));

@@ -4,6 +4,7 @@
 //! builds or Dockerfiles.
 
 pub mod advice;
+pub mod config;
 pub mod probe;
 pub mod process;
 pub mod state;
@@ -32,6 +33,8 @@ pub struct SpawnPlan {
     pub echo_log: bool,
     /// Where to keep the daemon log; default: in the per-run directory.
     pub log_file: Option<PathBuf>,
+    /// Registries to reach over plain HTTP (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
 }
 
 /// The daemon failed to come up.
@@ -76,6 +79,7 @@ const SOCKET: &str = "buildkitd.sock";
 const NOTIFY_SOCKET: &str = "notify.sock";
 const TRACE_SOCKET: &str = "otel-grpc.sock";
 const ROOTLESSKIT_STATE: &str = "rootlesskit";
+const CONFIG: &str = "buildkitd.toml";
 
 /// The daemon's command line for a mode: buildkitd directly, or through
 /// rootlesskit, with bkd's socket, state dir and trace socket first and the
@@ -89,6 +93,13 @@ pub fn command_line(plan: &SpawnPlan, run_dir: &Path) -> Vec<String> {
         args.push(run_dir.join(ROOTLESSKIT_STATE).display().to_string());
     }
     args.push(plan.buildkitd.clone());
+    let flags = if plan.insecure_registries.is_empty() {
+        plan.flags.clone()
+    } else {
+        args.push("--config".into());
+        args.push(run_dir.join(CONFIG).display().to_string());
+        config::without_config_flag(&plan.flags)
+    };
     if plan.mode.is_rootless() {
         // buildkitd otherwise decides from $USER, which pods may not set.
         args.push("--rootless".into());
@@ -97,18 +108,14 @@ pub fn command_line(plan: &SpawnPlan, run_dir: &Path) -> Vec<String> {
     args.push(plan.root.display().to_string());
     args.push("--addr".into());
     args.push(format!("unix://{}", run_dir.join(SOCKET).display()));
-    if !plan
-        .flags
-        .iter()
-        .any(|f| f.starts_with("--otel-socket-path"))
-    {
+    if !flags.iter().any(|f| f.starts_with("--otel-socket-path")) {
         args.push("--otel-socket-path".into());
         args.push(run_dir.join(TRACE_SOCKET).display().to_string());
     }
-    if plan.mode == Mode::RootlessStrict && !plan.flags.iter().any(|f| is_no_sandbox_flag(f)) {
+    if plan.mode == Mode::RootlessStrict && !flags.iter().any(|f| is_no_sandbox_flag(f)) {
         args.push("--oci-worker-no-process-sandbox".into());
     }
-    args.extend(plan.flags.iter().cloned());
+    args.extend(flags);
     args
 }
 
@@ -166,6 +173,15 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
     let log_err = log
         .try_clone()
         .map_err(|e| early(format!("cannot share the daemon log: {e}")))?;
+    if !plan.insecure_registries.is_empty() {
+        let base = config::flag_value(&plan.flags)
+            .or_else(|| config::default_path(plan.mode.is_rootless()));
+        let text = config::with_insecure_registries(base.as_deref(), &plan.insecure_registries)
+            .map_err(early)?;
+        let path = run_dir.path().join(CONFIG);
+        std::fs::write(&path, text)
+            .map_err(|e| early(format!("cannot write {}: {e}", path.display())))?;
+    }
     let notify_path = run_dir.path().join(NOTIFY_SOCKET);
     let notify = tokio::net::UnixDatagram::bind(&notify_path)
         .map_err(|e| early(format!("cannot create {}: {e}", notify_path.display())))?;
