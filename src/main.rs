@@ -1,7 +1,5 @@
 //! The `bkd` binary: parse, set up logging, run, map the result to an exit code.
 
-use clap::Parser;
-
 fn main() {
     // The sandbox probe and the daemon guardian must run before any
     // thread exists.
@@ -17,8 +15,8 @@ fn main() {
         }
         _ => {}
     }
-    let cli = bkd::cli::Cli::parse();
-    let filter = if cli.global.debug {
+    let invocation = bkd::cli::Invocation::from_args(args);
+    let filter = if invocation.debug() {
         "bkd=debug"
     } else {
         "bkd=warn"
@@ -42,7 +40,7 @@ fn main() {
             std::process::exit(bkd::error::exit::INPUT);
         }
     };
-    let result = runtime.block_on(bkd::cli::run(cli));
+    let result = runtime.block_on(bkd::cli::run(invocation));
     // Blocking readers of an aborted transfer must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     if let Err(e) = result {

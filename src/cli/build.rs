@@ -89,6 +89,10 @@ pub struct BuildArgs {
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
 
+    /// Extra entitlement for RUN --network=host or --security=insecure (repeatable)
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+
     /// Registry to reach over plain HTTP, for FROM and for pushes (repeatable; spawned daemon only)
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
@@ -277,6 +281,7 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         docker_config: Arc::new(docker_config),
         secrets: secrets(&args.secrets)?,
         shared_key: shared_key(&context),
+        entitlements: args.allow.clone(),
     })
 }
 

@@ -16,7 +16,7 @@ use crate::daemon::{self, advice, Mode, ModeRequest, RunningDaemon, SpawnPlan};
 use crate::error::{Error, Result};
 
 /// Flags for the daemon bkd spawns when no `--addr` is given.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Spawned daemon (when no --addr is given)")]
 pub struct DaemonArgs {
     /// How to run buildkitd

@@ -49,6 +49,8 @@ pub struct BuildSpec {
     pub secrets: HashMap<String, SecretValue>,
     pub docker_config: Arc<DockerConfig>,
     pub shared_key: String,
+    /// Extra entitlements (`network.host`, `security.insecure`, ...).
+    pub entitlements: Vec<String>,
 }
 
 /// What a successful build returns.
@@ -108,6 +110,7 @@ fn solve_request(spec: &BuildSpec, build_ref: &str, session_id: &str) -> SolveRe
             imports: spec.cache_imports.iter().map(cache_entry).collect(),
         }),
         exporters,
+        entitlements: spec.entitlements.clone(),
         ..Default::default()
     }
 }
