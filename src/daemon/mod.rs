@@ -276,7 +276,7 @@ async fn wait_ready(
         }
         _ = tokio::time::sleep_until(deadline) => {
             return Err(format!(
-                "buildkitd did not become ready within {}s (--daemon-timeout)",
+                "buildkitd did not become ready within {}s (--daemon-timeout, or BUILDCTL_CONNECT_RETRIES_MAX)",
                 timeout.as_secs_f64()
             ));
         }

@@ -46,6 +46,19 @@ pub fn bkd_binary() -> PathBuf {
         .join("bkd")
 }
 
+/// A link named `buildctl-daemonless.sh` to the bkd copy, as an image
+/// that replaces the script would install it.
+#[allow(dead_code)]
+pub fn script_link() -> PathBuf {
+    let bin = bkd_binary();
+    let link = bin.with_file_name("buildctl-daemonless.sh");
+    if !link.exists() {
+        // Several tests may race to create it; the loser finds it there.
+        let _ = std::os::unix::fs::symlink("bkd", &link);
+    }
+    link
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -93,7 +106,11 @@ const MASK_PROC: &str = "set -e; \
 
 /// The command that runs bkd (no --addr) as `who` with `env`.
 pub fn command(who: As, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
-    let bin = bkd_binary();
+    command_of(&bkd_binary(), who, args, cwd, env)
+}
+
+/// The command that runs `bin` (bkd or a link to it) as `who` with `env`.
+pub fn command_of(bin: &Path, who: As, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
     let mut inner: Vec<String> = Vec::new();
     if who == As::RootWithoutSysAdmin {
         inner.extend(
