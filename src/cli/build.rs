@@ -75,6 +75,10 @@ pub struct BuildArgs {
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
 
+    /// SSH agent for RUN --mount=type=ssh: default, ID or ID=SOCKET (repeatable)
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+
     /// Progress output
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
@@ -251,6 +255,7 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         exports,
         docker_config: Arc::new(docker_config),
         secrets: secrets(args)?,
+        ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&context),
         ..Default::default()
     })
