@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+const SIGNED_DATA: &str = "signed inside a build step by a forwarded agent\n";
+
 /// An ssh-agent in the foreground on its own socket, holding one fresh
 /// ed25519 key. Killed and reaped on drop.
 struct Agent {
@@ -82,6 +84,35 @@ impl Agent {
             .to_string()
     }
 
+    /// Checks an `ssh-keygen -Y sign -n bkd` signature of `data` by this key.
+    fn verify(&self, data: &str, signature: &[u8]) {
+        let d = self.dir.path();
+        let pubkey = std::fs::read_to_string(format!("{}.pub", self.key())).expect("public key");
+        write(d, "allowed_signers", &format!("signer {pubkey}"));
+        write(d, "data.sig", &String::from_utf8_lossy(signature));
+        let run = Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f", "allowed_signers", "-I", "signer"])
+            .args(["-n", "bkd", "-s", "data.sig"])
+            .current_dir(d)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                if let Some(mut stdin) = child.stdin.take() {
+                    std::io::Write::write_all(&mut stdin, data.as_bytes())?;
+                }
+                child.wait_with_output()
+            })
+            .expect("ssh-keygen -Y verify");
+        assert!(
+            run.status.success(),
+            "signature does not verify: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+
     /// The private key file's base64 lines, none of which may ever be shown.
     fn private_lines(&self) -> Vec<String> {
         std::fs::read_to_string(self.key())
@@ -122,11 +153,15 @@ fn copy_binary_with_libs(binary: &str, root: &Path) {
     }
 }
 
-/// A context with busybox and ssh-add (`sshroot/`), and a Dockerfile whose
-/// `body` follows the setup lines.
+/// A context with busybox, ssh-add and ssh-keygen (`sshroot/`), and a
+/// Dockerfile whose `body` follows the setup lines.
 fn ssh_context(body: &str) -> tempfile::TempDir {
     let ctx = context();
-    copy_binary_with_libs("/usr/bin/ssh-add", &ctx.path().join("sshroot"));
+    let root = ctx.path().join("sshroot");
+    copy_binary_with_libs("/usr/bin/ssh-add", &root);
+    copy_binary_with_libs("/usr/bin/ssh-keygen", &root);
+    // ssh-keygen looks up the user it runs as.
+    write(&root, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
     write(
         ctx.path(),
         "Dockerfile",
@@ -155,15 +190,21 @@ fn assert_hidden(agent: &Agent, haystacks: &[(&str, &[u8])]) {
 fn steps_reach_the_agent_of_each_id_read_only() {
     let first = Agent::start("bkd-default-key");
     let second = Agent::start("bkd-deploy-key");
-    let ctx = ssh_context(&sh_step(
+    let step = sh_step(
         "--mount=type=ssh,required=true,target=/run/a.sock \
          --mount=type=ssh,id=deploy,required=true,target=/run/b.sock",
         "\
          SSH_AUTH_SOCK=/run/a.sock /usr/bin/ssh-add -l > /default.txt 2>&1; \
          SSH_AUTH_SOCK=/run/b.sock /usr/bin/ssh-add -l > /deploy.txt 2>&1; \
+         SSH_AUTH_SOCK=/run/a.sock /usr/bin/ssh-keygen -Y sign -n bkd -f /sign/key.pub /sign/data > /sign.txt 2>&1; \
          SSH_AUTH_SOCK=/run/a.sock /usr/bin/ssh-add -D > /delete.txt 2>&1; echo $? > /delete.rc",
-    ));
+    );
+    let ctx = ssh_context(&format!("COPY sign/ /sign/\n{step}"));
     let d = ctx.path();
+    // The step signs with the default agent's key; the signature is checked here.
+    let pubkey = std::fs::read_to_string(format!("{}.pub", first.key())).expect("public key");
+    write(d, "sign/key.pub", &pubkey);
+    write(d, "sign/data", SIGNED_DATA);
     let out = d.join("out.tar");
     let deploy = format!("deploy={}", second.socket());
     let run = bkd_env(
@@ -200,6 +241,9 @@ fn steps_reach_the_agent_of_each_id_read_only() {
         "{}",
         run.explain()
     );
+    let signature = tar_file(&out, "sign/data.sig")
+        .unwrap_or_else(|| panic!("no signature: {}", file("sign.txt")));
+    first.verify(SIGNED_DATA, &signature);
     // Removing keys is refused inside the step and the agent still holds its key.
     assert_ne!(file("delete.rc"), "0", "{}", file("delete.txt"));
     assert_eq!(

@@ -54,9 +54,11 @@ pub fn agent_socket(spec: &SshSpec, auth_sock: Option<&OsStr>) -> Result<PathBuf
     let paths: Vec<PathBuf> = if spec.paths.is_empty() {
         match auth_sock.filter(|s| !s.is_empty()) {
             Some(sock) => vec![PathBuf::from(sock)],
-            None => return Err(format!(
+            None => {
+                return Err(format!(
                 "--ssh {id}: SSH_AUTH_SOCK is not set; start ssh-agent or give --ssh {id}=SOCKET"
-            )),
+            ))
+            }
         }
     } else {
         spec.paths.iter().map(PathBuf::from).collect()
