@@ -64,7 +64,7 @@ fn id_or_default(id: &str) -> &str {
 
 fn unknown_id(id: &str) -> Status {
     Status::not_found(format!(
-        "ssh id {id:?} was not given to bkd: add --ssh {id}=SOCKET (or --ssh default for $SSH_AUTH_SOCK)"
+        "ssh id {id:?} was not given to bkd: add --ssh {id}=SOCKET, or --ssh {id} for the agent at $SSH_AUTH_SOCK"
     ))
 }
 
