@@ -97,6 +97,10 @@ pub struct BuildArgs {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
 
+    /// SSH agent for RUN --mount=type=ssh: default, ID or ID=SOCKET (repeatable)
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+
     /// Progress output
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
@@ -280,6 +284,7 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
             .map_err(Error::Usage)?,
         docker_config: Arc::new(docker_config),
         secrets: secrets(&args.secrets)?,
+        ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&context),
         entitlements: args.allow.clone(),
     })

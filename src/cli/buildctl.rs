@@ -141,6 +141,10 @@ pub struct BuildctlBuildArgs {
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
 
+    /// SSH agent for RUN --mount=type=ssh: default, ID or ID=SOCKET
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+
     /// Extra entitlement: network.host, security.insecure, device
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
@@ -425,6 +429,7 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
             .map_err(Error::Usage)?,
         docker_config: Arc::new(docker_config),
         secrets: secrets(&args.secrets)?,
+        ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&key_dir),
         entitlements: args.allow.clone(),
         locals,

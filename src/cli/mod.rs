@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod output;
 pub mod secret;
+pub mod ssh;
 
 use std::path::{Path, PathBuf};
 

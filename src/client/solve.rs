@@ -18,6 +18,7 @@ use crate::session::auth::DockerConfig;
 use crate::session::filesend::OutputTarget;
 use crate::session::filesync::LocalDirs;
 use crate::session::secrets::SecretValue;
+use crate::session::ssh::AgentSockets;
 use crate::session::{random_id, Session, SessionSpec};
 
 /// One exporter of the build.
@@ -47,6 +48,8 @@ pub struct BuildSpec {
     pub cache_exports: Vec<CacheSpec>,
     pub cache_imports: Vec<CacheSpec>,
     pub secrets: HashMap<String, SecretValue>,
+    /// Agent sockets by ssh id, for `RUN --mount=type=ssh`.
+    pub ssh: AgentSockets,
     pub docker_config: Arc<DockerConfig>,
     pub shared_key: String,
     /// Extra entitlements (`network.host`, `security.insecure`, ...).
@@ -138,6 +141,7 @@ pub async fn build(
         outputs,
         docker_config: spec.docker_config,
         secrets: spec.secrets,
+        ssh: spec.ssh,
     };
     let session = match Session::start(daemon.control(), session_spec).await {
         Ok(s) => s,

@@ -8,6 +8,7 @@ pub mod filesend;
 pub mod filesync;
 pub mod health;
 pub mod secrets;
+pub mod ssh;
 pub mod tunnel;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub struct SessionSpec {
     pub outputs: HashMap<u32, OutputTarget>,
     pub docker_config: Arc<auth::DockerConfig>,
     pub secrets: HashMap<String, secrets::SecretValue>,
+    pub ssh: ssh::AgentSockets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,10 @@ fn methods(spec: &SessionSpec) -> Vec<&'static str> {
         "/moby.filesync.v1.Auth/GetTokenAuthority",
         "/moby.filesync.v1.Auth/VerifyTokenAuthority",
         "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+        // Served even without --ssh, so a mount asking for an id that was
+        // not given fails with a message naming it.
+        ssh::CHECK_AGENT_PATH,
+        ssh::FORWARD_AGENT_PATH,
     ];
     if !spec.outputs.is_empty() {
         m.push(filesend::DIFF_COPY_PATH);
@@ -102,6 +108,7 @@ impl Session {
             .add_service(filesync::server(spec.dirs))
             .add_service(auth::server(spec.docker_config))
             .add_service(secrets::server(spec.secrets))
+            .add_service(ssh::server(spec.ssh))
             .add_service(FileSendServer::new(FileSendService::new(
                 spec.outputs,
                 staged.clone(),
