@@ -175,6 +175,62 @@ fn start() -> TestBed {
 #[allow(clippy::zombie_processes)]
 fn start_registry(dir: &Path, name: &str, htpasswd: Option<&Path>, pid: &AtomicI32) -> String {
     let addr = format!("127.0.0.1:{}", free_port());
+    let child = spawn_registry(dir, name, &addr, htpasswd);
+    pid.store(child.id() as i32, Ordering::SeqCst);
+    addr
+}
+
+/// A registry a test owns, on an address of its choice; killed on drop.
+#[allow(dead_code)]
+pub struct OwnRegistry {
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRegistry {
+    /// Starts a plain-HTTP registry on `host` and a free port, and waits
+    /// until it answers.
+    #[allow(dead_code)]
+    pub fn start(host: &str) -> OwnRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind(format!("{host}:0"))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port on {host}: {e}"));
+        let addr = format!("{host}:{port}");
+        let child = spawn_registry(dir.path(), "registry", &addr, None);
+        let reg = OwnRegistry {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while registry_get(&reg.addr, "/v2/", &[]).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "registry on {} did not start",
+                reg.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+}
+
+impl Drop for OwnRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_registry(
+    dir: &Path,
+    name: &str,
+    addr: &str,
+    htpasswd: Option<&Path>,
+) -> std::process::Child {
     let storage = dir.join(name);
     std::fs::create_dir_all(&storage).expect("registry dir");
     let mut config = format!(
@@ -190,15 +246,13 @@ fn start_registry(dir: &Path, name: &str, htpasswd: Option<&Path>, pid: &AtomicI
     let config_path = dir.join(format!("{name}.yml"));
     std::fs::write(&config_path, config).expect("registry config");
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("registry log");
-    let child = Command::new("docker-registry")
+    Command::new("docker-registry")
         .arg("serve")
         .arg(&config_path)
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
-        .expect("start docker-registry");
-    pid.store(child.id() as i32, Ordering::SeqCst);
-    addr
+        .expect("start docker-registry")
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate.
