@@ -284,6 +284,11 @@ fn insecure_registry_serves_pushes_and_pulls_over_http() {
         "{}",
         refused.explain()
     );
+    assert!(
+        refused.stderr().contains("--insecure-registry HOST:PORT"),
+        "the fix is named: {}",
+        refused.explain()
+    );
 
     let pushed = spawned(
         &[

@@ -99,6 +99,15 @@ const KNOWN: &[(&[&str], Advice)] = &[
         },
     ),
     (
+        &["server gave HTTP response to HTTPS client"],
+        Advice {
+            id: "plain-http-registry",
+            cause: "the registry speaks plain HTTP and buildkitd only uses HTTPS for it",
+            fix: "pass --insecure-registry HOST:PORT (bkd writes the daemon's buildkitd.toml), \
+                  or give the registry TLS",
+        },
+    ),
+    (
         &["flag provided but not defined"],
         Advice {
             id: "unknown-daemon-flag",
@@ -170,6 +179,10 @@ mod tests {
             (
                 "buildkitd: could not lock /var/lib/buildkit/buildkitd.lock, another instance running?",
                 "state-dir-locked",
+            ),
+            (
+                "failed to solve: failed to push 192.0.2.2:5999/x:1: failed to do request: Head \"https://192.0.2.2:5999/v2/x/blobs/sha256:56\": http: server gave HTTP response to HTTPS client",
+                "plain-http-registry",
             ),
         ];
         for (text, id) in cases {
