@@ -575,3 +575,44 @@ fn plain_progress_matches_buildctl_step_for_step() {
         "{explain}"
     );
 }
+
+#[test]
+fn outputs_go_through_links_and_into_fifos_without_replacing_them() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n",
+    );
+    let out = tempfile::tempdir().expect("out");
+    // A symlink: the file it points at is written, the link stays.
+    let target = out.path().join("real.tar");
+    let link = out.path().join("link.tar");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    bkd(&["build", "-o", &tar_output(&link), "."], ctx.path()).assert_ok();
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    assert!(tar_file(&target, "bin/busybox").is_some());
+
+    // A fifo (like /dev/null, not a file to rename over): written into.
+    let fifo = out.path().join("pipe");
+    let c = std::ffi::CString::new(fifo.display().to_string()).expect("path");
+    // SAFETY: c is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).expect("read fifo"))
+    };
+    bkd(&["build", "-o", &tar_output(&fifo), "."], ctx.path()).assert_ok();
+    let received = reader.join().expect("reader");
+    let copy = out.path().join("from-fifo.tar");
+    std::fs::write(&copy, &received).expect("write");
+    assert!(tar_file(&copy, "bin/busybox").is_some());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
+}

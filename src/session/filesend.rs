@@ -83,9 +83,9 @@ impl StagedOutputs {
         for s in staged {
             match s {
                 Staged::File { temp, dest } => {
-                    temp.persist(&dest).map_err(|e| CommitError {
+                    place_file(temp, &dest).map_err(|source| CommitError {
                         dest: dest.clone(),
-                        source: e.error,
+                        source,
                     })?;
                     done.push(dest);
                 }
@@ -99,6 +99,25 @@ impl StagedOutputs {
             }
         }
         Ok(done)
+    }
+}
+
+/// Puts a received file at `dest`: renamed over a regular file or a free
+/// name (atomic), but written through a symlink, a device such as
+/// /dev/null, or a fifo, which a rename would replace.
+fn place_file(temp: tempfile::TempPath, dest: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            let mut from = std::fs::File::open(&temp)?;
+            let mut to = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dest)?;
+            std::io::copy(&mut from, &mut to)?;
+            temp.close()
+        }
+        _ => temp.persist(dest).map_err(|e| e.error),
     }
 }
 
