@@ -5,29 +5,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::output::parse_output;
+use super::progress::{build_end, display_for, ProgressMode};
 use super::secret::{load_secret, parse_secret};
 use super::GlobalArgs;
 use crate::client::solve::{build, BuildSpec, ExportSpec};
 use crate::error::{io_reason, Error, Result};
-use crate::progress::plain::PlainPrinter;
-use crate::progress::Display;
 use crate::session::auth::DockerConfig;
 use crate::session::filesend::parent_dir;
 use crate::session::filesync::LocalDirs;
 use crate::session::secrets::SecretValue;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProgressMode {
-    /// plain for now
-    Auto,
-    /// buildctl-compatible plain text
-    Plain,
-    /// only errors
-    Quiet,
-}
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -75,8 +64,8 @@ pub struct BuildArgs {
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
 
-    /// Progress output
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Progress output (see docs/progress.md)
+    #[arg(long, value_enum, default_value = "auto", env = "BKD_PROGRESS")]
     pub progress: ProgressMode,
 
     /// Write the build result (image digest, ...) as JSON to this file
@@ -327,20 +316,6 @@ fn shared_key(context: &Path) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn display_for(mode: ProgressMode) -> Box<dyn Display> {
-    match mode {
-        ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainPrinter::new(std::io::stderr())),
-        ProgressMode::Quiet => Box::new(Quiet),
-    }
-}
-
-struct Quiet;
-
-impl Display for Quiet {
-    fn update(&mut self, _update: &crate::progress::Update) {}
-    fn finish(&mut self) {}
-}
-
 /// Writes the exporter response as JSON, like buildctl: values that are
 /// base64-encoded JSON are embedded as JSON.
 pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result<()> {
@@ -379,6 +354,7 @@ pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result
 }
 
 pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let spec = resolve(&args)?;
     if let Some(p) = &args.metadata_file {
         check_output_parent(p)?;
@@ -387,9 +363,10 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     let outcome = super::daemon::run_on_daemon(global, |daemon| {
         // A retry resolves the flags again: the first attempt consumed the spec.
         let spec = spec.take().map_or_else(|| resolve(&args), Ok);
-        let progress = args.progress;
+        let (progress, debug) = (args.progress, global.debug);
         async move {
-            let (outcome, _display) = build(&daemon, spec?, display_for(progress)).await;
+            let (outcome, mut display) = build(&daemon, spec?, display_for(progress, debug)).await;
+            display.summary(&build_end(started, &outcome));
             outcome
         }
     })

@@ -5,6 +5,7 @@ pub mod build;
 pub mod daemon;
 pub mod doctor;
 pub mod output;
+pub mod progress;
 pub mod secret;
 
 use std::path::PathBuf;
