@@ -6,6 +6,7 @@
 //! clock, so it is tested without a terminal; [`TtyDisplay`] puts it on the
 //! terminal with indicatif.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -26,6 +27,7 @@ pub struct TtyView {
     state: BuildState,
     tally: Tally,
     width: usize,
+    reported: HashSet<String>,
 }
 
 impl TtyView {
@@ -34,6 +36,7 @@ impl TtyView {
             state: BuildState::default(),
             tally: Tally::default(),
             width: width.max(20),
+            reported: HashSet::new(),
         }
     }
 
@@ -52,9 +55,16 @@ impl TtyView {
             out.push(self.fit(&line));
         }
         for digest in finished {
-            if let Some(step) = self.state.step(&digest) {
-                out.extend(self.finished_lines(step));
+            let Some(step) = self.state.step(&digest) else {
+                continue;
+            };
+            // The daemon may finish a step and run it again (loading the
+            // Dockerfile does); it collapses once, unless it later fails.
+            if self.reported.contains(&digest) && !step.failed() {
+                continue;
             }
+            out.extend(self.finished_lines(step));
+            self.reported.insert(digest);
         }
         out
     }
@@ -70,14 +80,14 @@ impl TtyView {
         } else {
             ('✔', format!("{:.1}s", step.duration().as_secs_f64()))
         };
-        let mut head = format!("{mark} #{} {} ({how})", step.index, v.name);
+        let mut suffix = format!(" ({how})");
         if !step.failed() {
             if let Some(limit) = &step.clipped {
-                head += &format!(" (output clipped at {limit})");
+                suffix += &format!(" (output clipped at {limit})");
             }
-            return vec![self.fit(&head)];
+            return vec![self.fit_before(&format!("{mark} #{} {}", step.index, v.name), &suffix)];
         }
-        let mut lines = vec![head];
+        let mut lines = vec![format!("{mark} #{} {}{suffix}", step.index, v.name)];
         if step.dropped_lines > 0 {
             lines.push(format!(
                 "  │ ... {} earlier lines not kept",
@@ -146,6 +156,21 @@ impl TtyView {
 
     pub fn summary(&self, end: &BuildEnd) -> Vec<String> {
         summary_lines(&self.tally, end)
+    }
+
+    /// Cuts `line` so that it and `suffix` fit the terminal width; the
+    /// suffix is kept whole.
+    fn fit_before(&self, line: &str, suffix: &str) -> String {
+        let room = self.width.saturating_sub(suffix.chars().count()).max(10);
+        let mut s = if line.chars().count() <= room {
+            line.to_string()
+        } else {
+            let mut s: String = line.chars().take(room - 1).collect();
+            s.push('…');
+            s
+        };
+        s.push_str(suffix);
+        s
     }
 
     /// Cuts a line to the terminal width.
