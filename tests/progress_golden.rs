@@ -97,9 +97,6 @@ fn render_tty(stream: &str) -> String {
             out += &format!("  ~ {l}\n");
         }
     }
-    for l in view.finish() {
-        out += &format!("{l}\n");
-    }
     for l in view.summary(&build_end(stream)) {
         out += &format!("{l}\n");
     }

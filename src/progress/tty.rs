@@ -145,15 +145,6 @@ impl TtyView {
         lines
     }
 
-    /// Lines for the end of the stream: steps it left unfinished.
-    pub fn finish(&mut self) -> Vec<String> {
-        self.state
-            .running()
-            .iter()
-            .map(|s| self.fit(&format!("- #{} {} (unfinished)", s.index, s.vertex.name)))
-            .collect()
-    }
-
     pub fn summary(&self, end: &BuildEnd) -> Vec<String> {
         summary_lines(&self.tally, end)
     }
@@ -270,17 +261,12 @@ impl Display for TtyDisplay {
     fn finish(&mut self) {
         self.stop_ticker();
         self.bar.finish_and_clear();
-        let lines = self
-            .view
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .finish();
-        for l in lines {
-            eprintln!("{l}");
-        }
     }
 
     fn summary(&mut self, end: &BuildEnd) {
+        // The stream may have ended without `finish` (no status stream).
+        self.stop_ticker();
+        self.bar.finish_and_clear();
         let lines = self
             .view
             .lock()
