@@ -145,7 +145,7 @@ pub fn clip_limit(data: &[u8]) -> Option<String> {
 /// The plain-words notice every renderer prints for a clipped step log.
 pub fn clip_notice(limit: &str) -> String {
     if limit.ends_with("/s") {
-        format!("output clipped by buildkitd: this step logged faster than {limit}; later lines are missing (raise BUILDKIT_STEP_LOG_MAX_SPEED in buildkitd's environment)")
+        format!("output clipped by buildkitd: this step logged faster than {limit}; lines are missing (raise BUILDKIT_STEP_LOG_MAX_SPEED in buildkitd's environment)")
     } else {
         format!("output clipped by buildkitd: this step logged more than {limit}; later lines are missing (raise BUILDKIT_STEP_LOG_MAX_SIZE in buildkitd's environment)")
     }
