@@ -50,9 +50,10 @@ impl TtyView {
             let index = self.state.step(&w.vertex).map_or(0, |s| s.index);
             let mut line = format!("! #{index} WARN: {}", w.short);
             if let Some(at) = w.location() {
-                line += &format!(" ({at})");
+                line += &format!(" at {at}");
             }
-            out.push(self.fit(&line));
+            // Kept whole: the terminal wraps it.
+            out.push(line);
         }
         for digest in finished {
             let Some(step) = self.state.step(&digest) else {
@@ -192,8 +193,11 @@ impl TtyDisplay {
         }
         let view = Arc::new(Mutex::new(TtyView::new(terminal_width())));
         let stop = Arc::new(AtomicBool::new(false));
-        // Elapsed times and the spinner move even when no event arrives.
-        let ticker = {
+        // Elapsed times and the spinner move even when no event arrives;
+        // without a terminal there is nothing to redraw.
+        let ticker = if bar.is_hidden() {
+            None
+        } else {
             let (view, bar, stop) = (view.clone(), bar.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("bkd-progress".into())
@@ -278,14 +282,16 @@ impl Display for TtyDisplay {
     }
 }
 
-/// Columns of the terminal on stderr, 80 when unknown.
+/// Columns of the terminal on stderr; without one, lines are not cut.
 fn terminal_width() -> usize {
     // SAFETY: TIOCGWINSZ only fills the winsize struct passed to it.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
     if ok && ws.ws_col > 0 {
         usize::from(ws.ws_col)
-    } else {
+    } else if ok {
         80
+    } else {
+        usize::MAX
     }
 }
