@@ -5,31 +5,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::cache::{parse_caches, Direction};
 use super::daemon::DaemonNeeds;
 use super::output::parse_output;
+use super::progress::{build_end, display_for, ProgressMode};
 use super::secret::{load_secret, parse_secret};
 use super::GlobalArgs;
 use crate::client::solve::{build, BuildSpec, ExportSpec};
 use crate::error::{io_reason, Error, Result};
-use crate::progress::plain::PlainPrinter;
-use crate::progress::Display;
 use crate::session::auth::DockerConfig;
 use crate::session::filesend::parent_dir;
 use crate::session::filesync::LocalDirs;
 use crate::session::secrets::SecretValue;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProgressMode {
-    /// plain for now
-    Auto,
-    /// buildctl-compatible plain text
-    Plain,
-    /// only errors
-    Quiet,
-}
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -101,8 +90,8 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
 
-    /// Progress output
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Progress output (see docs/progress.md)
+    #[arg(long, value_enum, default_value = "auto", env = "BKD_PROGRESS")]
     pub progress: ProgressMode,
 
     /// Write the build result (image digest, ...) as JSON to this file
@@ -409,20 +398,6 @@ pub(super) fn shared_key(context: &Path) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn display_for(mode: ProgressMode) -> Box<dyn Display> {
-    match mode {
-        ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainPrinter::new(std::io::stderr())),
-        ProgressMode::Quiet => Box::new(Quiet),
-    }
-}
-
-struct Quiet;
-
-impl Display for Quiet {
-    fn update(&mut self, _update: &crate::progress::Update) {}
-    fn finish(&mut self) {}
-}
-
 /// Writes the exporter response as JSON, like buildctl: values that are
 /// base64-encoded JSON are embedded as JSON.
 pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result<()> {
@@ -488,6 +463,7 @@ pub async fn execute(
     job: Job<'_>,
     resolve: impl Fn() -> Result<BuildSpec>,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let spec = resolve()?;
     if let Some(p) = job.metadata_file {
         check_output_parent(p)?;
@@ -495,9 +471,10 @@ pub async fn execute(
     let mut spec = Some(spec);
     let outcome = super::daemon::run_on_daemon(global, &job.needs, |daemon| {
         let spec = spec.take().map_or_else(&resolve, Ok);
-        let progress = job.progress;
+        let (progress, debug) = (job.progress, global.debug);
         async move {
-            let (outcome, _display) = build(&daemon, spec?, display_for(progress)).await;
+            let (outcome, mut display) = build(&daemon, spec?, display_for(progress, debug)).await;
+            display.summary(&build_end(started, &outcome));
             outcome
         }
     })

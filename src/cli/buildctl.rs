@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use super::build::{
-    check_output_parent, execute, local_dir, secrets, shared_key, Job, ProgressMode,
-};
+use super::build::{check_output_parent, execute, local_dir, secrets, shared_key, Job};
 use super::cache::{parse_caches, Direction};
 use super::daemon::{DaemonArgs, DaemonNeeds};
 use super::output::parse_output;
+use super::progress::ProgressMode;
 use super::GlobalArgs;
 use crate::client::solve::{BuildSpec, ExportSpec};
 use crate::error::{io_reason, Error, Result};

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod daemon;
 pub mod doctor;
 pub mod output;
+pub mod progress;
 pub mod secret;
 pub mod ssh;
 

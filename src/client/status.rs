@@ -2,14 +2,25 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::progress::{Log, Update, Vertex, VertexStatus, Warning};
+use crate::progress::{
+    Log, ProgressGroup, SourceFile, SourceRange, Update, Vertex, VertexStatus, Warning,
+};
 use crate::proto::moby::buildkit::v1 as pb;
+use crate::proto::pb as llb;
 
 fn time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
     let ts = ts?;
     let secs = u64::try_from(ts.seconds).ok()?;
     let nanos = u32::try_from(ts.nanos).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+fn range(r: llb::Range) -> SourceRange {
+    let pos = |p: Option<llb::Position>| p.map(|p| (p.line, p.character)).unwrap_or_default();
+    SourceRange {
+        start: pos(r.start),
+        end: pos(r.end),
+    }
 }
 
 pub fn convert(resp: pb::StatusResponse) -> Update {
@@ -25,6 +36,11 @@ pub fn convert(resp: pb::StatusResponse) -> Update {
                 started: time(v.started),
                 completed: time(v.completed),
                 error: v.error,
+                progress_group: v.progress_group.map(|g| ProgressGroup {
+                    id: g.id,
+                    name: g.name,
+                    weak: g.weak,
+                }),
             })
             .collect(),
         statuses: resp
@@ -58,7 +74,18 @@ pub fn convert(resp: pb::StatusResponse) -> Update {
                 vertex: w.vertex,
                 level: w.level,
                 short: String::from_utf8_lossy(&w.short).into_owned(),
+                detail: w
+                    .detail
+                    .iter()
+                    .map(|d| String::from_utf8_lossy(d).into_owned())
+                    .collect(),
                 url: w.url,
+                source: w.info.map(|i| SourceFile {
+                    filename: i.filename,
+                    data: i.data,
+                    language: i.language,
+                }),
+                ranges: w.ranges.into_iter().map(range).collect(),
             })
             .collect(),
     }

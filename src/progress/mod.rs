@@ -2,10 +2,20 @@
 //! status stream by `client::status`), and the renderers that draw them.
 //! Nothing here knows the generated protocol types.
 
+pub mod buildkite;
 pub mod events;
 pub mod plain;
+pub mod quiet;
+pub mod rawjson;
+pub mod state;
+pub mod summary;
+pub mod tty;
 
-pub use events::{Log, Update, Vertex, VertexStatus, Warning};
+pub use events::{
+    clip_limit, clip_notice, Log, ProgressGroup, SourceFile, SourceRange, Update, Vertex,
+    VertexStatus, Warning,
+};
+pub use summary::{BuildEnd, Tally};
 
 /// A progress display.
 pub trait Display: Send {
@@ -13,6 +23,8 @@ pub trait Display: Send {
     fn update(&mut self, update: &Update);
     /// The stream ended; print whatever is left (error summaries).
     fn finish(&mut self);
+    /// The build is over: print the summary (after `finish`).
+    fn summary(&mut self, end: &BuildEnd);
 }
 
 /// Formats a byte count the way BuildKit's plain output does: `204B`,

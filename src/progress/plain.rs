@@ -2,12 +2,20 @@
 //! headed `#N name`, status lines, log lines with seconds since the step
 //! started, and `DONE`/`CACHED`/`ERROR` completion lines, then an error
 //! summary with the failing steps' last log lines.
+//!
+//! The same printer serves `--progress=buildkite` (each step block headed by
+//! a Buildkite log group, lines timestamped) and `--debug` (digests, inputs,
+//! every status update, warnings with their source location).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use super::{format_bytes, Display, Update, Vertex, VertexStatus};
+use super::summary::{latest_time, summary_lines};
+use super::{
+    buildkite, clip_limit, clip_notice, format_bytes, BuildEnd, Display, Tally, Update, Vertex,
+    VertexStatus, Warning,
+};
 
 /// Log lines kept per step for the error summary.
 const TAIL_LINES: usize = 10;
@@ -32,9 +40,35 @@ struct StepState {
     last_status: HashMap<String, (i64, SystemTime)>,
 }
 
+/// How the plain format is dressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// Exactly buildctl's plain format.
+    #[default]
+    Plain,
+    /// Buildkite log groups and timestamps.
+    Buildkite,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainOptions {
+    pub flavor: Flavor,
+    /// Digests, inputs, every status update, warnings in full.
+    pub verbose: bool,
+}
+
+/// Writes one line, prefixed as the flavor wants.
+fn emit<W: Write>(out: &mut W, prefix: &str, text: &str) {
+    let _ = writeln!(out, "{prefix}{text}");
+}
+
 /// Accumulates events per step and prints them in buildctl's plain format.
 pub struct PlainPrinter<W: Write> {
     out: W,
+    options: PlainOptions,
+    /// Line prefix: the timestamp of the current update for Buildkite.
+    prefix: String,
+    tally: Tally,
     steps: HashMap<String, StepState>,
     order: Vec<String>,
     next_index: usize,
@@ -44,8 +78,15 @@ pub struct PlainPrinter<W: Write> {
 
 impl<W: Write> PlainPrinter<W> {
     pub fn new(out: W) -> Self {
+        Self::with_options(out, PlainOptions::default())
+    }
+
+    pub fn with_options(out: W, options: PlainOptions) -> Self {
         PlainPrinter {
             out,
+            options,
+            prefix: String::new(),
+            tally: Tally::default(),
             steps: HashMap::new(),
             order: Vec::new(),
             next_index: 0,
@@ -71,12 +112,15 @@ impl<W: Write> PlainPrinter<W> {
         if self.current.as_deref() == Some(digest) {
             return;
         }
+        let buildkite = self.options.flavor == Flavor::Buildkite;
         if let Some(prev) = self.current.take() {
             if let Some(p) = self.steps.get(&prev) {
-                let _ = writeln!(self.out, "#{} ...", p.index);
+                if !buildkite {
+                    emit(&mut self.out, &self.prefix, &format!("#{} ...", p.index));
+                }
             }
         }
-        if self.printed_any {
+        if self.printed_any && !buildkite {
             let _ = writeln!(self.out);
         }
         self.printed_any = true;
@@ -86,10 +130,38 @@ impl<W: Write> PlainPrinter<W> {
             step.index = next;
         }
         let (index, name) = (step.index, step.vertex.name.clone());
-        if index == next {
+        let (own_digest, inputs) = (step.vertex.digest.clone(), step.vertex.inputs.clone());
+        let first = index == next;
+        if first {
             self.next_index = next;
         }
-        let _ = writeln!(self.out, "#{index} {name}");
+        let header = if buildkite {
+            format!("{}#{index} {name}", buildkite::GROUP)
+        } else {
+            format!("#{index} {name}")
+        };
+        emit(&mut self.out, &self.prefix, &header);
+        if self.options.verbose && first {
+            emit(
+                &mut self.out,
+                &self.prefix,
+                &format!("#{index} digest: {own_digest}"),
+            );
+            if !inputs.is_empty() {
+                let named: Vec<String> = inputs
+                    .iter()
+                    .map(|d| match self.steps.get(d) {
+                        Some(s) if s.index > 0 => format!("#{} ({d})", s.index),
+                        _ => d.clone(),
+                    })
+                    .collect();
+                emit(
+                    &mut self.out,
+                    &self.prefix,
+                    &format!("#{index} inputs: {}", named.join(", ")),
+                );
+            }
+        }
         self.current = Some(digest.to_string());
     }
 
@@ -107,7 +179,8 @@ impl<W: Write> PlainPrinter<W> {
                     0.0
                 };
                 let waited = now.duration_since(*at).unwrap_or_default();
-                if progress < MIN_PROGRESS_DELTA && waited < MIN_TIME_DELTA {
+                if !self.options.verbose && progress < MIN_PROGRESS_DELTA && waited < MIN_TIME_DELTA
+                {
                     return;
                 }
             }
@@ -135,7 +208,37 @@ impl<W: Write> PlainPrinter<W> {
         if s.completed.is_some() {
             line += " done";
         }
-        let _ = writeln!(self.out, "{line}");
+        if self.options.verbose {
+            line += &format!(" [current={} total={}]", s.current, s.total);
+        }
+        emit(&mut self.out, &self.prefix, &line);
+    }
+
+    fn print_warning(&mut self, index: usize, w: &Warning) {
+        emit(
+            &mut self.out,
+            &self.prefix,
+            &format!("#{index} WARN: {}", w.short),
+        );
+        if !self.options.verbose {
+            return;
+        }
+        if let Some(at) = w.location() {
+            emit(&mut self.out, &self.prefix, &format!("#{index}   at {at}"));
+        }
+        for line in w.source_lines() {
+            emit(&mut self.out, &self.prefix, &format!("#{index}   {line}"));
+        }
+        for d in &w.detail {
+            emit(&mut self.out, &self.prefix, &format!("#{index}   {d}"));
+        }
+        if !w.url.is_empty() {
+            emit(
+                &mut self.out,
+                &self.prefix,
+                &format!("#{index}   see {}", w.url),
+            );
+        }
     }
 
     fn print_log(&mut self, digest: &str, stream: i64, data: &[u8], at: Option<SystemTime>) {
@@ -162,6 +265,20 @@ impl<W: Write> PlainPrinter<W> {
         for (line, time) in lines {
             self.write_log_line(digest, &line, time);
         }
+        if let Some(limit) = clip_limit(data) {
+            if let Some(step) = self.steps.get_mut(digest) {
+                let text = format!("NOTE: {}", clip_notice(&limit));
+                emit(
+                    &mut self.out,
+                    &self.prefix,
+                    &format!("#{} {text}", step.index),
+                );
+                if step.tail.len() == TAIL_LINES {
+                    step.tail.pop_front();
+                }
+                step.tail.push_back(text);
+            }
+        }
     }
 
     fn write_log_line(&mut self, digest: &str, line: &[u8], at: Option<SystemTime>) {
@@ -180,7 +297,11 @@ impl<W: Write> PlainPrinter<W> {
             1
         };
         let text = format!("{secs:.prec$} {}", String::from_utf8_lossy(line));
-        let _ = writeln!(self.out, "#{} {text}", step.index);
+        emit(
+            &mut self.out,
+            &self.prefix,
+            &format!("#{} {text}", step.index),
+        );
         if step.tail.len() == TAIL_LINES {
             step.tail.pop_front();
         }
@@ -234,7 +355,11 @@ impl<W: Write> PlainPrinter<W> {
                 .sum();
             format!("DONE {:.1}s", total.as_secs_f64())
         };
-        let _ = writeln!(self.out, "#{index} {line}");
+        let failed = line.starts_with("ERROR");
+        emit(&mut self.out, &self.prefix, &format!("#{index} {line}"));
+        if failed && self.options.flavor == Flavor::Buildkite {
+            emit(&mut self.out, &self.prefix, buildkite::EXPAND_PREVIOUS);
+        }
         if self.current.as_deref() == Some(digest) {
             self.current = None;
         }
@@ -260,6 +385,12 @@ fn merge_intervals(list: &[(SystemTime, SystemTime)]) -> Vec<(SystemTime, System
 
 impl<W: Write + Send> Display for PlainPrinter<W> {
     fn update(&mut self, update: &Update) {
+        self.tally.update(update);
+        if self.options.flavor == Flavor::Buildkite {
+            if let Some(t) = latest_time(update) {
+                self.prefix = buildkite::timestamp(t);
+            }
+        }
         // Steps touched by this message, in order of first mention.
         let mut touched: Vec<String> = Vec::new();
         let touch = |d: &str, touched: &mut Vec<String>| {
@@ -330,8 +461,8 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
                 self.print_status(s);
             }
             for w in update.warnings.iter().filter(|w| w.vertex == digest) {
-                if let Some(step) = self.steps.get(&digest) {
-                    let _ = writeln!(self.out, "#{} WARN: {}", step.index, w.short);
+                if let Some(index) = self.steps.get(&digest).map(|s| s.index) {
+                    self.print_warning(index, w);
                 }
             }
             for l in update.logs.iter().filter(|l| l.vertex == digest) {
@@ -346,6 +477,7 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
         for digest in self.order.clone() {
             self.flush_partial(&digest);
         }
+        let mut header_printed = false;
         for digest in &self.order {
             let Some(step) = self.steps.get(digest) else {
                 continue;
@@ -354,12 +486,31 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
             if v.error.is_empty() || v.error.ends_with("context canceled") {
                 continue;
             }
-            let _ = writeln!(self.out, "------");
-            let _ = writeln!(self.out, " > {}:", v.name);
-            for line in &step.tail {
-                let _ = writeln!(self.out, "{line}");
+            if self.options.flavor == Flavor::Buildkite && !header_printed {
+                emit(&mut self.out, &self.prefix, buildkite::FAILED_STEPS);
+                header_printed = true;
             }
-            let _ = writeln!(self.out, "------");
+            emit(&mut self.out, &self.prefix, "------");
+            emit(&mut self.out, &self.prefix, &format!(" > {}:", v.name));
+            for line in &step.tail {
+                emit(&mut self.out, &self.prefix, line);
+            }
+            emit(&mut self.out, &self.prefix, "------");
+        }
+        let _ = self.out.flush();
+    }
+
+    fn summary(&mut self, end: &BuildEnd) {
+        match self.options.flavor {
+            Flavor::Plain => {
+                if self.printed_any {
+                    let _ = writeln!(self.out);
+                }
+            }
+            Flavor::Buildkite => emit(&mut self.out, &self.prefix, buildkite::SUMMARY),
+        }
+        for line in summary_lines(&self.tally, end) {
+            emit(&mut self.out, &self.prefix, &line);
         }
         let _ = self.out.flush();
     }
