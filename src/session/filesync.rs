@@ -141,7 +141,7 @@ impl FileSync for FileSyncService {
         };
         tracing::debug!(dir = %name, root = %root.display(), ?filter, "file sync requested");
         let inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             if let Err(e) = send_dir(root, filter, inbound, tx.clone()).await {
                 tracing::debug!(dir = %name, error = %e, "file sync ended with an error");

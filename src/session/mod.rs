@@ -86,7 +86,7 @@ impl Session {
         mut client: ControlClient<Channel>,
         spec: SessionSpec,
     ) -> Result<Session, SessionError> {
-        let (out_tx, out_rx) = mpsc::channel(64);
+        let (out_tx, out_rx) = mpsc::channel(8);
         let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
         let md = request.metadata_mut();
         let value = |s: &str| {

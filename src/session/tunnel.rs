@@ -5,13 +5,18 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 use crate::proto::moby::buildkit::v1::BytesMessage;
+
+/// Outgoing bytes are gathered up to this size before they become one
+/// message: the HTTP/2 layer above writes a frame header and its payload
+/// separately, and the daemon's cost is per message as much as per byte.
+pub const MAX_OUT_MESSAGE: usize = 1 << 20;
 
 /// One end of the tunnel: reads what the daemon sends, writes into the
 /// outgoing message stream.
@@ -20,6 +25,8 @@ pub struct TunnelIo<S> {
     pending: Bytes,
     inbound_done: bool,
     outbound: PollSender<BytesMessage>,
+    /// Written but not yet sent; sent on flush or when full.
+    gathered: BytesMut,
 }
 
 impl<S> TunnelIo<S> {
@@ -29,6 +36,28 @@ impl<S> TunnelIo<S> {
             pending: Bytes::new(),
             inbound_done: false,
             outbound: PollSender::new(outbound),
+            gathered: BytesMut::new(),
+        }
+    }
+
+    /// Sends what was gathered as one message; Pending while the stream is
+    /// full.
+    fn poll_send_gathered(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.gathered.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "session closed");
+        match self.outbound.poll_reserve(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(closed())),
+            Poll::Pending => return Poll::Pending,
+        }
+        let msg = BytesMessage {
+            data: self.gathered.split().freeze(),
+        };
+        match self.outbound.send_item(msg) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(_) => Poll::Ready(Err(closed())),
         }
     }
 }
@@ -73,30 +102,53 @@ where
 
 impl<S: Unpin> AsyncWrite for TunnelIo<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "session closed");
-        match self.outbound.poll_reserve(cx) {
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.gathered.len() >= MAX_OUT_MESSAGE {
+            match self.poll_send_gathered(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other.map_ok(|()| 0),
+            }
+        }
+        let room = MAX_OUT_MESSAGE - self.gathered.len();
+        let mut written = 0;
+        for b in bufs {
+            let take = b.len().min(room - written);
+            if self.gathered.capacity() - self.gathered.len() < take {
+                self.gathered.reserve(MAX_OUT_MESSAGE.max(take));
+            }
+            self.gathered.extend_from_slice(&b[..take]);
+            written += take;
+            if written == room {
+                break;
+            }
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_send_gathered(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.poll_send_gathered(cx) {
             Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => return Poll::Ready(Err(closed())),
-            Poll::Pending => return Poll::Pending,
+            other => return other,
         }
-        let msg = BytesMessage {
-            data: Bytes::copy_from_slice(buf),
-        };
-        match self.outbound.send_item(msg) {
-            Ok(()) => Poll::Ready(Ok(buf.len())),
-            Err(_) => Poll::Ready(Err(closed())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.outbound.close();
         Poll::Ready(Ok(()))
     }
