@@ -1,5 +1,6 @@
 //! Typed calls to buildkitd's Control service.
 
+pub mod local_cache;
 pub mod solve;
 pub mod status;
 

@@ -116,11 +116,16 @@ fn solve_request(spec: &BuildSpec, build_ref: &str, session_id: &str) -> SolveRe
 /// with the outcome so the caller can print a summary after it.
 pub async fn build(
     daemon: &Daemon,
-    spec: BuildSpec,
+    mut spec: BuildSpec,
     mut display: Box<dyn Display>,
 ) -> (Result<BuildOutcome>, Box<dyn Display>) {
     let build_ref = random_id();
     let session_id = random_id();
+    let local_caches =
+        match super::local_cache::prepare(&spec.cache_exports, &mut spec.cache_imports) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), display),
+        };
     let request = solve_request(&spec, &build_ref, &session_id);
     let outputs: HashMap<u32, OutputTarget> = spec
         .exports
@@ -135,6 +140,7 @@ pub async fn build(
         outputs,
         docker_config: spec.docker_config,
         secrets: spec.secrets,
+        content_stores: local_caches.stores.clone(),
     };
     let session = match Session::start(daemon.control(), session_spec).await {
         Ok(s) => s,
@@ -186,6 +192,9 @@ pub async fn build(
         Ok(w) => w,
         Err(e) => return (Err(e.into()), display),
     };
+    if let Err(e) = local_caches.record(&response.exporter_response) {
+        return (Err(e), display);
+    }
     (
         Ok(BuildOutcome {
             exporter_response: response.exporter_response,

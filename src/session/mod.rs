@@ -4,6 +4,7 @@
 //! methods, and owns the connection task.
 
 pub mod auth;
+pub mod content;
 pub mod filesend;
 pub mod filesync;
 pub mod health;
@@ -38,6 +39,8 @@ pub struct SessionSpec {
     pub outputs: HashMap<u32, OutputTarget>,
     pub docker_config: Arc<auth::DockerConfig>,
     pub secrets: HashMap<String, secrets::SecretValue>,
+    /// OCI layout directories the daemon reads and writes blobs in.
+    pub content_stores: content::ContentStores,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,9 @@ fn methods(spec: &SessionSpec) -> Vec<&'static str> {
     ];
     if !spec.outputs.is_empty() {
         m.push(filesend::DIFF_COPY_PATH);
+    }
+    if !spec.content_stores.is_empty() {
+        m.extend_from_slice(content::METHODS);
     }
     m
 }
@@ -102,6 +108,7 @@ impl Session {
             .add_service(filesync::server(spec.dirs))
             .add_service(auth::server(spec.docker_config))
             .add_service(secrets::server(spec.secrets))
+            .add_service(content::server(spec.content_stores))
             .add_service(FileSendServer::new(FileSendService::new(
                 spec.outputs,
                 staged.clone(),
