@@ -110,6 +110,11 @@ impl Layout {
     /// and writes `oci-layout`. The blob `desc` names must already be in the
     /// layout, with its size: an index never points at a missing blob.
     pub fn put_tag(&self, desc: &Descriptor, tag: &str) -> Result<(), LayoutError> {
+        self.put(desc, &[IndexName::Tag(tag.to_string())])
+    }
+
+    /// Like [`Layout::put_tag`], with one entry per name.
+    pub fn put(&self, desc: &Descriptor, names: &[IndexName]) -> Result<(), LayoutError> {
         let digest = Digest::parse(&desc.digest).ok_or_else(|| LayoutError::BadDescriptor {
             reason: format!("digest {:?} is not a sha256 digest", desc.digest),
         })?;
@@ -140,7 +145,9 @@ impl Layout {
             }
             Err(e) => return Err(e),
         };
-        index.set_tag(desc, tag);
+        for name in names {
+            index.set_name(desc, name);
+        }
         let data = serde_json::to_vec(&index).map_err(|e| LayoutError::Parse {
             path: self.index_path(),
             reason: e.to_string(),
@@ -189,22 +196,62 @@ impl Index {
         with(IMAGE_NAME).or_else(|| with(REF_NAME))
     }
 
-    /// Appends `desc` under `tag`, dropping entries that had the same tag
-    /// and no image name.
-    pub fn set_tag(&mut self, desc: &Descriptor, tag: &str) {
+    /// Appends `desc` under `name`, dropping the entry that had the same
+    /// name before.
+    pub fn set_name(&mut self, desc: &Descriptor, name: &IndexName) {
         if self.schema_version == 0 {
             self.schema_version = 2;
         }
         if self.media_type.is_empty() {
             self.media_type = INDEX_MEDIA_TYPE.into();
         }
+        let (image, reference) = match name {
+            IndexName::Tag(tag) => (String::new(), tag.clone()),
+            IndexName::Image(image) => (image.clone(), reference_name(image)),
+        };
         self.manifests.retain(|m| {
-            m.annotations.get(REF_NAME).map(String::as_str) != Some(tag)
-                || m.annotations.get(IMAGE_NAME).is_some_and(|n| !n.is_empty())
+            m.annotations.get(REF_NAME).map_or("", String::as_str) != reference
+                || m.annotations.get(IMAGE_NAME).map_or("", String::as_str) != image
         });
         let mut desc = desc.clone();
-        desc.annotations.insert(REF_NAME.into(), tag.into());
+        if !image.is_empty() {
+            desc.annotations.insert(IMAGE_NAME.into(), image);
+        }
+        desc.annotations.insert(REF_NAME.into(), reference);
         self.manifests.push(desc);
+    }
+}
+
+/// How an `index.json` entry is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexName {
+    /// A bare tag (`latest`), in the OCI ref-name annotation only.
+    Tag(String),
+    /// A full image name (`registry/repo:tag`): kept whole in containerd's
+    /// annotation, its tag in the OCI one.
+    Image(String),
+}
+
+/// The OCI ref name for a full image name: what follows the repository
+/// (`v1` for `registry:5000/app:v1`, `@sha256:…` for a digest reference).
+/// A name without a registry host is used whole, as containerd does.
+fn reference_name(image: &str) -> String {
+    let Some((host, path)) = image.split_once('/') else {
+        return image.to_string();
+    };
+    let host_ok = match host.split_once(':') {
+        Some((h, port)) => {
+            !h.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => !host.is_empty(),
+    };
+    if !host_ok {
+        return image.to_string();
+    }
+    match path.find([':', '@']) {
+        Some(i) if path[i..].starts_with(':') => path[i + 1..].to_string(),
+        Some(i) => path[i..].to_string(),
+        None => String::new(),
     }
 }
 
@@ -370,6 +417,27 @@ mod tests {
         let err = layout.put_tag(&d, "latest").unwrap_err();
         assert!(err.to_string().contains("descriptor says"), "{err}");
         assert!(!layout.index_path().exists());
+    }
+
+    #[test]
+    fn image_names_keep_the_full_name_and_tag_the_reference() {
+        assert_eq!(reference_name("docker.io/library/app:v1"), "v1");
+        assert_eq!(reference_name("localhost:5000/team/app:main"), "main");
+        assert_eq!(reference_name("reg/app@sha256:ab"), "@sha256:ab");
+        assert_eq!(reference_name("app:v1"), "app:v1");
+        assert_eq!(reference_name("reg/app"), "");
+        let mut index = Index::default();
+        let (a, b) = (desc(b"a"), desc(b"b"));
+        index.set_name(&a, &IndexName::Image("docker.io/library/app:v1".into()));
+        index.set_name(&a, &IndexName::Tag("v1".into()));
+        index.set_name(&b, &IndexName::Image("docker.io/library/app:v1".into()));
+        assert_eq!(index.manifests.len(), 2, "{index:?}");
+        assert_eq!(
+            index.find("docker.io/library/app:v1"),
+            Some(&index.manifests[1])
+        );
+        assert_eq!(index.manifests[1].digest, b.digest);
+        assert_eq!(index.manifests[1].annotations[REF_NAME], "v1");
     }
 
     #[test]

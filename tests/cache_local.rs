@@ -423,3 +423,52 @@ fn an_unwritable_export_dir_fails_before_the_build() {
         run.explain()
     );
 }
+
+/// Relative paths of all files under `dir`, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir)
+            .expect("read dir")
+            .filter_map(|e| e.ok())
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else if let Ok(rel) = path.strip_prefix(base) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn oci_directory_output_matches_buildctl() {
+    let bed = bed();
+    let (ctx, _) = marked_context("oci-dir");
+    let out = tempfile::tempdir().expect("out dir");
+    for (label, extra) in [("named", ",name=reg.example/app:v1"), ("unnamed", "")] {
+        let ours = out.path().join(format!("{label}-ours"));
+        let theirs = out.path().join(format!("{label}-theirs"));
+        let output = |dir: &Path| format!("type=oci,dest={},tar=false{extra}", dir.display());
+        bkd(&["build", "-o", &output(&ours), "."], ctx.path()).assert_ok();
+        buildctl_build(&bed.addr, ctx.path(), "--output", &output(&theirs)).assert_ok();
+        assert_eq!(files_under(&ours), files_under(&theirs), "{label}");
+        assert_eq!(
+            read_json(&ours.join("index.json")),
+            read_json(&theirs.join("index.json")),
+            "{label}"
+        );
+        let index = read_json(&ours.join("index.json"));
+        let desc = &index["manifests"][0];
+        check_blob(&ours, desc);
+        let tag = if label == "named" { "v1" } else { "latest" };
+        assert_eq!(
+            desc["annotations"]["org.opencontainers.image.ref.name"], tag,
+            "{index}"
+        );
+    }
+}

@@ -126,11 +126,20 @@ pub async fn build(
             Ok(c) => c,
             Err(e) => return (Err(e), display),
         };
+    let layout_output = match super::oci_output::prepare(&spec.exports) {
+        Ok(o) => o,
+        Err(e) => return (Err(e), display),
+    };
+    let mut content_stores = local_caches.stores.clone();
+    if let Some(o) = &layout_output {
+        content_stores.insert(super::oci_output::STORE_ID, o.dir.clone());
+    }
     let request = solve_request(&spec, &build_ref, &session_id);
     let outputs: HashMap<u32, OutputTarget> = spec
         .exports
         .iter()
         .enumerate()
+        .filter(|(_, e)| !super::oci_output::is_layout(e))
         .filter_map(|(i, e)| e.target.clone().map(|t| (i as u32, t)))
         .collect();
     let session_spec = SessionSpec {
@@ -140,7 +149,7 @@ pub async fn build(
         outputs,
         docker_config: spec.docker_config,
         secrets: spec.secrets,
-        content_stores: local_caches.stores.clone(),
+        content_stores,
     };
     let session = match Session::start(daemon.control(), session_spec).await {
         Ok(s) => s,
@@ -194,6 +203,11 @@ pub async fn build(
     };
     if let Err(e) = local_caches.record(&response.exporter_response) {
         return (Err(e), display);
+    }
+    if let Some(o) = &layout_output {
+        if let Err(e) = o.record(&response.exporter_response) {
+            return (Err(e), display);
+        }
     }
     (
         Ok(BuildOutcome {
