@@ -644,3 +644,148 @@ impl Drop for Ingest {
         lock(&self.store.writes).remove(&self.reference);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci_layout::sha256;
+    use futures_util::StreamExt;
+
+    fn store(dir: &Path) -> Arc<Store> {
+        Arc::new(Store {
+            layout: Layout::new(dir),
+            writes: Mutex::default(),
+        })
+    }
+
+    fn req(
+        action: api::WriteAction,
+        offset: i64,
+        data: &[u8],
+        total: i64,
+        expected: &str,
+    ) -> api::WriteContentRequest {
+        api::WriteContentRequest {
+            action: action as i32,
+            r#ref: "layer-1".into(),
+            total,
+            expected: expected.into(),
+            offset,
+            data: data.to_vec().into(),
+            labels: HashMap::new(),
+        }
+    }
+
+    fn ingest_is_empty(dir: &Path) -> bool {
+        std::fs::read_dir(dir.join("ingest")).map_or(true, |mut d| d.next().is_none())
+    }
+
+    #[tokio::test]
+    async fn a_verified_write_lands_in_blobs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = store(dir.path());
+        let digest = sha256(b"hello world").to_string();
+        let stat = req(api::WriteAction::Stat, 0, b"", 11, &digest);
+        let mut ingest = Ingest::open(&s, &stat).expect("open");
+        let (msg, done) = ingest.step(stat).await.expect("stat");
+        assert_eq!((msg.offset, msg.total, done), (0, 11, false));
+        let write = req(api::WriteAction::Write, 0, b"hello ", 0, "");
+        assert_eq!(ingest.step(write).await.expect("write").0.offset, 6);
+        let commit = req(api::WriteAction::Commit, 6, b"world", 11, &digest);
+        let (msg, done) = ingest.step(commit).await.expect("commit");
+        assert!(done);
+        assert_eq!((msg.offset, msg.digest.as_str()), (11, digest.as_str()));
+        drop(ingest);
+        let blob = s.layout.blob_path(&sha256(b"hello world"));
+        assert_eq!(std::fs::read(&blob).expect("blob"), b"hello world");
+        assert!(ingest_is_empty(dir.path()));
+        assert!(lock(&s.writes).is_empty(), "the ref is released");
+        // Writing it again is refused as already there.
+        let again = req(api::WriteAction::Stat, 0, b"", 11, &digest);
+        let err = Ingest::open(&s, &again).err().expect("exists");
+        assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn bad_content_never_reaches_blobs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = store(dir.path());
+        let wrong = sha256(b"something else").to_string();
+        let first = req(api::WriteAction::Write, 0, b"data", 0, "");
+        let mut ingest = Ingest::open(&s, &first).expect("open");
+        ingest.step(first).await.expect("write");
+        let commit = req(api::WriteAction::Commit, 4, b"", 4, &wrong);
+        let err = ingest.step(commit).await.expect_err("digest mismatch");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        let short = req(api::WriteAction::Commit, 4, b"", 5, "");
+        let err = ingest.step(short).await.expect_err("size mismatch");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        let gap = req(api::WriteAction::Write, 9, b"x", 0, "");
+        let err = ingest.step(gap).await.expect_err("offset gap");
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+        // The same ref cannot be written twice at once.
+        let other = req(api::WriteAction::Stat, 0, b"", 0, "");
+        let err = Ingest::open(&s, &other).err().expect("locked");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        drop(ingest);
+        assert!(ingest_is_empty(dir.path()));
+        assert!(!s.layout.blobs_dir().exists());
+    }
+
+    fn with_header<T>(id: &str, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut()
+            .insert(STORE_HEADER, id.parse().expect("header"));
+        r
+    }
+
+    #[tokio::test]
+    async fn stores_are_chosen_by_header_and_read_in_ranges() {
+        let dir = tempfile::tempdir().expect("dir");
+        let layout = Layout::new(dir.path());
+        let data = b"0123456789";
+        let digest = sha256(data);
+        std::fs::create_dir_all(layout.blobs_dir()).expect("blobs");
+        std::fs::write(layout.blob_path(&digest), data).expect("blob");
+        let svc = ContentService {
+            stores: Arc::new(HashMap::from([(
+                "local:cache".to_string(),
+                store(dir.path()),
+            )])),
+        };
+        let info_req = || api::InfoRequest {
+            digest: digest.to_string(),
+        };
+        let info = svc
+            .info(with_header("local:cache", info_req()))
+            .await
+            .expect("info");
+        assert_eq!(info.into_inner().info.map(|i| i.size), Some(10));
+        let err = svc
+            .info(Request::new(info_req()))
+            .await
+            .expect_err("no header");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let err = svc
+            .info(with_header("local:other", info_req()))
+            .await
+            .expect_err("unknown store");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+
+        let read = api::ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 3,
+            size: 4,
+        };
+        let mut stream = svc
+            .read(with_header("local:cache", read))
+            .await
+            .expect("read")
+            .into_inner();
+        let mut got = Vec::new();
+        while let Some(msg) = stream.next().await {
+            got.extend_from_slice(&msg.expect("chunk").data);
+        }
+        assert_eq!(got, b"3456");
+    }
+}
