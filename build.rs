@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "moby/buildkit/secrets/v1/secrets.proto",
     "moby/sshforward/v1/ssh.proto",
     "grpc/health/v1/health.proto",
+    "containerd/services/content/v1/content.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

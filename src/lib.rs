@@ -7,6 +7,7 @@ pub mod client;
 pub mod daemon;
 pub mod error;
 pub mod fsync;
+pub mod oci_layout;
 pub mod progress;
 pub mod proto;
 pub mod session;

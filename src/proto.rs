@@ -37,6 +37,16 @@ pub mod moby {
     }
 }
 
+pub mod containerd {
+    pub mod services {
+        pub mod content {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.content.v1");
+            }
+        }
+    }
+}
+
 pub mod grpc {
     pub mod health {
         pub mod v1 {

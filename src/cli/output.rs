@@ -68,6 +68,11 @@ pub fn parse_attrs(flag: &str, s: &str) -> Result<HashMap<String, String>, Strin
     Ok(attrs)
 }
 
+/// `false` in the spellings Go's strconv.ParseBool accepts.
+fn parses_false(v: &str) -> bool {
+    matches!(v, "0" | "f" | "F" | "false" | "FALSE" | "False")
+}
+
 /// Parses one `--output` value.
 pub fn parse_output(s: &str) -> Result<ExportSpec, String> {
     let mut attrs = parse_attrs("--output", s)?;
@@ -85,6 +90,16 @@ pub fn parse_output(s: &str) -> Result<ExportSpec, String> {
         "local" => {
             let dest = dest.filter(|d| !d.is_empty()).ok_or_else(|| {
                 format!("invalid --output {s:?}: the local output needs dest=DIRECTORY")
+            })?;
+            Some(OutputTarget::Dir(PathBuf::from(dest)))
+        }
+        // An OCI layout directory, written through the session's content
+        // store; an unreadable `tar` value means a tar file, as in buildctl.
+        "oci" | "docker" if attrs.get("tar").is_some_and(|t| parses_false(t)) => {
+            let dest = dest.filter(|d| !d.is_empty()).ok_or_else(|| {
+                format!(
+                    "invalid --output {s:?}: the {kind} output with tar=false needs dest=DIRECTORY"
+                )
             })?;
             Some(OutputTarget::Dir(PathBuf::from(dest)))
         }
@@ -122,6 +137,16 @@ pub fn parse_output(s: &str) -> Result<ExportSpec, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oci_without_tar_is_a_directory() {
+        let spec = parse_output("type=oci,dest=out,tar=false").expect("parse");
+        assert_eq!(spec.target, Some(OutputTarget::Dir("out".into())));
+        assert_eq!(spec.attrs["tar"], "false", "the daemon needs tar=false");
+        let spec = parse_output("type=docker,dest=out.tar,tar=bogus").expect("parse");
+        assert_eq!(spec.target, Some(OutputTarget::File("out.tar".into())));
+        assert!(parse_output("type=oci,tar=false").is_err());
+    }
 
     #[test]
     fn csv_quoting_like_buildctl() {

@@ -1,5 +1,7 @@
 //! Typed calls to buildkitd's Control service.
 
+pub mod local_cache;
+pub mod oci_output;
 pub mod solve;
 pub mod status;
 

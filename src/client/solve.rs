@@ -122,16 +122,30 @@ fn solve_request(spec: &BuildSpec, build_ref: &str, session_id: &str) -> SolveRe
 /// with the outcome so the caller can print a summary after it.
 pub async fn build(
     daemon: &Daemon,
-    spec: BuildSpec,
+    mut spec: BuildSpec,
     mut display: Box<dyn Display>,
 ) -> (Result<BuildOutcome>, Box<dyn Display>) {
     let build_ref = random_id();
     let session_id = random_id();
+    let local_caches =
+        match super::local_cache::prepare(&spec.cache_exports, &mut spec.cache_imports) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), display),
+        };
+    let layout_output = match super::oci_output::prepare(&spec.exports) {
+        Ok(o) => o,
+        Err(e) => return (Err(e), display),
+    };
+    let mut content_stores = local_caches.stores.clone();
+    if let Some(o) = &layout_output {
+        content_stores.insert(super::oci_output::STORE_ID, o.dir.clone());
+    }
     let request = solve_request(&spec, &build_ref, &session_id);
     let outputs: HashMap<u32, OutputTarget> = spec
         .exports
         .iter()
         .enumerate()
+        .filter(|(_, e)| !super::oci_output::is_layout(e))
         .filter_map(|(i, e)| e.target.clone().map(|t| (i as u32, t)))
         .collect();
     let session_spec = SessionSpec {
@@ -142,6 +156,7 @@ pub async fn build(
         docker_config: spec.docker_config,
         secrets: spec.secrets,
         ssh: spec.ssh,
+        content_stores,
     };
     let session = match Session::start(daemon.control(), session_spec).await {
         Ok(s) => s,
@@ -193,6 +208,14 @@ pub async fn build(
         Ok(w) => w,
         Err(e) => return (Err(e.into()), display),
     };
+    if let Err(e) = local_caches.record(&response.exporter_response) {
+        return (Err(e), display);
+    }
+    if let Some(o) = &layout_output {
+        if let Err(e) = o.record(&response.exporter_response) {
+            return (Err(e), display);
+        }
+    }
     (
         Ok(BuildOutcome {
             exporter_response: response.exporter_response,

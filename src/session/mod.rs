@@ -4,6 +4,7 @@
 //! methods, and owns the connection task.
 
 pub mod auth;
+pub mod content;
 pub mod filesend;
 pub mod filesync;
 pub mod health;
@@ -40,6 +41,8 @@ pub struct SessionSpec {
     pub docker_config: Arc<auth::DockerConfig>,
     pub secrets: HashMap<String, secrets::SecretValue>,
     pub ssh: ssh::AgentSockets,
+    /// OCI layout directories the daemon reads and writes blobs in.
+    pub content_stores: content::ContentStores,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,9 @@ fn methods(spec: &SessionSpec) -> Vec<&'static str> {
     ];
     if !spec.outputs.is_empty() {
         m.push(filesend::DIFF_COPY_PATH);
+    }
+    if !spec.content_stores.is_empty() {
+        m.extend_from_slice(content::METHODS);
     }
     m
 }
@@ -109,6 +115,7 @@ impl Session {
             .add_service(auth::server(spec.docker_config))
             .add_service(secrets::server(spec.secrets))
             .add_service(ssh::server(spec.ssh))
+            .add_service(content::server(spec.content_stores))
             .add_service(FileSendServer::new(FileSendService::new(
                 spec.outputs,
                 staged.clone(),
