@@ -361,7 +361,7 @@ fn debug_shows_digests_status_numbers_and_warning_locations() {
         r.explain()
     );
     assert!(
-        regex::Regex::new(r"(?m)^#\d+ inputs: #\d+ \(sha256:")
+        regex::Regex::new(r"(?m)^#\d+ inputs: (#\d+ \()?sha256:[0-9a-f]{64}")
             .expect("regex")
             .is_match(&err),
         "{}",

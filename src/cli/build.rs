@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use clap::Args;
 
-use super::cache::{parse_caches, Direction};
+use super::cache::{check_local_exports, parse_caches, Direction};
 use super::daemon::DaemonNeeds;
 use super::output::parse_output;
 use super::progress::{build_end, display_for, ProgressMode};
@@ -267,8 +267,12 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         frontend_attrs: attrs,
         locals,
         exports,
-        cache_exports: parse_caches("--cache-to", &args.cache_to, Direction::Export)
-            .map_err(Error::Usage)?,
+        cache_exports: {
+            let exports = parse_caches("--cache-to", &args.cache_to, Direction::Export)
+                .map_err(Error::Usage)?;
+            check_local_exports(&exports)?;
+            exports
+        },
         cache_imports: parse_caches("--cache-from", &args.cache_from, Direction::Import)
             .map_err(Error::Usage)?,
         docker_config: Arc::new(docker_config),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::build::{check_output_parent, execute, local_dir, secrets, shared_key, Job};
-use super::cache::{parse_caches, Direction};
+use super::cache::{check_local_exports, parse_caches, Direction};
 use super::daemon::{DaemonArgs, DaemonNeeds};
 use super::output::parse_output;
 use super::progress::ProgressMode;
@@ -422,8 +422,12 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
         frontend,
         frontend_attrs: attrs,
         exports,
-        cache_exports: parse_caches("--export-cache", &args.export_cache, Direction::Export)
-            .map_err(Error::Usage)?,
+        cache_exports: {
+            let exports = parse_caches("--export-cache", &args.export_cache, Direction::Export)
+                .map_err(Error::Usage)?;
+            check_local_exports(&exports)?;
+            exports
+        },
         cache_imports: parse_caches("--import-cache", &args.import_cache, Direction::Import)
             .map_err(Error::Usage)?,
         docker_config: Arc::new(docker_config),

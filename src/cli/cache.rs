@@ -147,6 +147,16 @@ fn load_gha_env(flag: &str, attrs: &mut HashMap<String, String>) -> Result<(), S
     Ok(())
 }
 
+/// Local cache export directories must be usable before a daemon starts.
+pub fn check_local_exports(specs: &[CacheSpec]) -> crate::error::Result<()> {
+    for spec in specs.iter().filter(|c| c.kind == "local") {
+        if let Some(dir) = spec.attrs.get("dest") {
+            crate::client::local_cache::check_writable(std::path::Path::new(dir))?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses every spec of one flag.
 pub fn parse_caches(
     flag: &str,

@@ -127,7 +127,7 @@ fn resolve_import(
 }
 
 /// Creates the export directory and checks files can be made in it.
-fn check_writable(root: &Path) -> Result<()> {
+pub fn check_writable(root: &Path) -> Result<()> {
     let fail = |e: std::io::Error| {
         Error::Input(format!(
             "cannot write cache to {}: {}",

@@ -501,6 +501,10 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
     }
 
     fn summary(&mut self, end: &BuildEnd) {
+        let lines = summary_lines(&self.tally, end);
+        if lines.is_empty() {
+            return;
+        }
         match self.options.flavor {
             Flavor::Plain => {
                 if self.printed_any {
@@ -509,7 +513,7 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
             }
             Flavor::Buildkite => emit(&mut self.out, &self.prefix, buildkite::SUMMARY),
         }
-        for line in summary_lines(&self.tally, end) {
+        for line in lines {
             emit(&mut self.out, &self.prefix, &line);
         }
         let _ = self.out.flush();

@@ -133,6 +133,10 @@ impl BuildEnd {
 pub fn summary_lines(tally: &Tally, end: &BuildEnd) -> Vec<String> {
     let (run, cached, failed) = tally.counts();
     let total = run + cached + failed;
+    if total == 0 && !end.succeeded {
+        // Nothing started: the error alone says what happened.
+        return Vec::new();
+    }
     let mut parts = vec![format!("{run} run"), format!("{cached} cached")];
     if failed > 0 {
         parts.push(format!("{failed} failed"));
