@@ -370,6 +370,7 @@ impl RunningDaemon {
     /// Stops the daemon and everything it started. The per-run directory is
     /// removed, except the log when `keep_log` (then its path stays valid).
     pub async fn stop(&mut self, keep_log: bool) {
+        tracing::debug!("stopping buildkitd");
         let status = self.child.stop(self.stop_timeout).await;
         tracing::debug!(
             status = status.map(describe_exit).unwrap_or_default(),

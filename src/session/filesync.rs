@@ -295,14 +295,13 @@ fn send_file(id: u32, path: &PathBuf, size: u64, tx: &PacketTx) -> Result<(), ()
         let is_regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
         let mut remaining = if is_regular { size } else { 0 };
         while remaining > 0 {
-            let want = remaining.min(CHUNK_SIZE as u64) as usize;
-            let mut chunk = vec![0u8; want];
-            let n = read_full(&mut file, &mut chunk);
-            if n == 0 {
+            let want = remaining.min(CHUNK_SIZE as u64);
+            // read_to_end fills spare capacity: no zeroing of the buffer.
+            let mut chunk = Vec::with_capacity(want as usize);
+            if read_up_to(&mut file, want, &mut chunk) == 0 {
                 break;
             }
-            chunk.truncate(n);
-            remaining -= n as u64;
+            remaining -= chunk.len() as u64;
             let p = Packet {
                 id,
                 data: Bytes::from(chunk),
@@ -318,18 +317,16 @@ fn send_file(id: u32, path: &PathBuf, size: u64, tx: &PacketTx) -> Result<(), ()
     .map_err(|_| ())
 }
 
-/// Reads until `buf` is full or the file ends; a read error ends the file.
-fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> usize {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
+/// Appends up to `limit` bytes of the file to `buf`; a read error ends
+/// the file early, as a vanished or shrunk file does.
+fn read_up_to(file: &mut std::fs::File, limit: u64, buf: &mut Vec<u8>) -> usize {
+    loop {
+        match file.by_ref().take(limit).read_to_end(buf) {
+            Ok(n) => return n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            Err(_) => return buf.len(),
         }
     }
-    filled
 }
 
 #[cfg(test)]

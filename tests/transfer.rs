@@ -1,0 +1,122 @@
+//! The file-sync path moves bytes unchanged: every file of a context with
+//! sizes around the chunk boundaries, many small files and a few large ones
+//! comes back byte for byte in the exported image.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use common::*;
+
+/// Deterministic, non-repeating bytes.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every regular file under `dir`, by path relative to it.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).expect("read dir") {
+            let e = e.expect("entry");
+            let path = e.path();
+            if e.file_type().expect("type").is_dir() {
+                walk(base, &path, out);
+            } else {
+                let rel = path.strip_prefix(base).expect("under base");
+                out.insert(
+                    rel.display().to_string(),
+                    std::fs::read(&path).expect("read"),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Every regular file in the tar under `prefix/`, by the rest of its path.
+fn tar_files(tar: &Path, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    let file = std::fs::File::open(tar).expect("open tar");
+    let mut archive = tar::Archive::new(file);
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(rel) = path.strip_prefix(prefix) else {
+            continue;
+        };
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("read entry");
+        out.insert(rel.to_string(), data);
+    }
+    out
+}
+
+#[test]
+fn every_file_arrives_byte_identical() {
+    let ctx = context();
+    let src = ctx.path().join("src");
+    const MIB: usize = 1 << 20;
+    let sizes = [
+        0,
+        1,
+        4095,
+        4096,
+        32 * 1024 - 1,
+        32 * 1024,
+        32 * 1024 + 1,
+        MIB - 1,
+        MIB,
+        MIB + 1,
+        3 * MIB + 12_345,
+        24 * MIB + 7,
+    ];
+    for (i, size) in sizes.iter().enumerate() {
+        let path = src.join(format!("sized/{size}-{i}.bin"));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, bytes(i as u64, *size)).expect("write");
+    }
+    for d in 0..20u64 {
+        for f in 0..100u64 {
+            let path = src.join(format!("many/d{d:02}/f{f:03}"));
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            let len = 1 + ((d * 100 + f) * 2_654_435_761 % 5000) as usize;
+            std::fs::write(&path, bytes(1000 + d * 100 + f, len)).expect("write");
+        }
+    }
+    write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY src /src\n");
+    let out = ctx.path().join("out.tar");
+    bkd(&["build", "-o", &tar_output(&out), "."], ctx.path()).assert_ok();
+
+    let sent = files(&src);
+    let received = tar_files(&out, "src/");
+    assert_eq!(sent.len(), 2012);
+    assert_eq!(
+        sent.keys().collect::<Vec<_>>(),
+        received.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (name, data) in &sent {
+        assert!(
+            received[name] == *data,
+            "{name}: {} bytes sent, {} received, contents differ",
+            data.len(),
+            received[name].len()
+        );
+    }
+}
