@@ -18,6 +18,8 @@ use tokio_stream::StreamExt;
 const MODE_SYMLINK: u32 = 1 << 27;
 const MODE_NAMED_PIPE: u32 = 1 << 25;
 const MODE_TYPE: u32 = 0x8F28_0000;
+/// Content kept per file; the rest is only counted.
+const KEPT: usize = 16 << 20;
 const MARKER: &str = "outside-the-context-3141592";
 
 /// Which announced files the fake receiver asks for.
@@ -32,8 +34,10 @@ enum Ask {
 #[derive(Debug, Default)]
 struct Transfer {
     stats: Vec<Stat>,
-    /// Content received per announced path.
+    /// Content received per announced path (the first [`KEPT`] bytes).
     files: BTreeMap<String, Vec<u8>>,
+    /// Bytes received and the last 8 of them, per path.
+    sizes: BTreeMap<String, (u64, Vec<u8>)>,
     /// The sender's ERR text, or the gRPC error.
     error: Option<String>,
     fin: bool,
@@ -114,7 +118,7 @@ fn transfer_with(
                 .append(key, v.parse().expect("header value"));
         }
         let mut result = Transfer::default();
-        let call = tokio::time::timeout(Duration::from_secs(20), async {
+        let call = tokio::time::timeout(Duration::from_secs(120), async {
             let mut inbound = match client.diff_copy(req).await {
                 Ok(r) => r.into_inner(),
                 Err(status) => {
@@ -166,13 +170,22 @@ fn transfer_with(
             }
             let mut open: std::collections::BTreeSet<u32> = ids.iter().copied().collect();
             let mut content: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+            let mut sizes: BTreeMap<u32, (u64, Vec<u8>)> = BTreeMap::new();
             while !open.is_empty() {
                 match inbound.next().await {
                     Some(Ok(p)) if p.r#type == PacketType::PacketData as i32 => {
                         if p.data.is_empty() {
                             open.remove(&p.id);
                         } else {
-                            content.entry(p.id).or_default().extend_from_slice(&p.data);
+                            let kept = content.entry(p.id).or_default();
+                            if kept.len() < KEPT {
+                                kept.extend_from_slice(&p.data);
+                            }
+                            let (n, tail) = sizes.entry(p.id).or_default();
+                            *n += p.data.len() as u64;
+                            tail.extend_from_slice(&p.data[p.data.len().saturating_sub(8)..]);
+                            let cut = tail.len().saturating_sub(8);
+                            tail.drain(..cut);
                         }
                     }
                     Some(Ok(p)) if p.r#type == PacketType::PacketErr as i32 => {
@@ -188,6 +201,11 @@ fn transfer_with(
                         result.error = Some("stream ended before the files".into());
                         break;
                     }
+                }
+            }
+            for (id, size) in sizes {
+                if let Some(s) = result.stats.get(id as usize) {
+                    result.sizes.insert(s.path.clone(), size);
                 }
             }
             for (id, data) in content {
@@ -217,7 +235,7 @@ fn transfer_with(
             }
         })
         .await;
-        assert!(call.is_ok(), "the transfer hung (20 s): {result:?}");
+        assert!(call.is_ok(), "the transfer hung (120 s): {result:?}");
         serving.abort();
         result
     })
@@ -531,4 +549,21 @@ fn a_non_utf8_name_is_refused_naming_it_without_hanging() {
     let t = transfer(dir.path(), &[("exclude-patterns", "bad*")], Ask::AllFiles);
     assert!(t.fin, "{t:?}");
     assert_eq!(t.paths(), ["ok"]);
+}
+
+#[test]
+fn a_sparse_file_over_4_gib_arrives_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let huge = dir.path().join("huge");
+    let size: u64 = (4 << 30) + 8;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&huge).expect("create");
+        f.seek(SeekFrom::Start(size - 8)).expect("seek");
+        f.write_all(b"the-tail").expect("write");
+    }
+    let t = transfer(dir.path(), &[], Ask::AllFiles);
+    assert!(t.fin, "{:?}", t.error);
+    assert_eq!(t.stat("huge").size as u64, size);
+    assert_eq!(t.sizes["huge"], (size, b"the-tail".to_vec()));
 }
