@@ -13,7 +13,7 @@ pub mod exit {
     pub const INPUT: i32 = 3;
     /// buildkitd could not be reached or stopped answering.
     pub const DAEMON: i32 = 4;
-    /// The build succeeded but its output could not be written.
+    /// The output could not be written (disk full, closed stdout).
     pub const OUTPUT: i32 = 5;
     /// Interrupted by SIGINT.
     pub const INTERRUPTED: i32 = 130;

@@ -15,6 +15,19 @@ fn main() {
         }
         _ => {}
     }
+    // A panic is a bug in bkd. Its message may hold anything the failing
+    // code had at hand, credentials included, so only the place is shown.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error{at}: this is a bug in bkd, please report it");
+    }));
+    // Lets the tests prove that a panic's message never reaches the user.
+    if let Some(text) = std::env::var_os("BKD_TEST_PANIC") {
+        panic!("test panic carrying {text:?}");
+    }
     let invocation = bkd::cli::Invocation::from_args(args);
     let filter = if invocation.debug() {
         "bkd=debug"

@@ -199,7 +199,12 @@ pub async fn build(
 
     let response = match solved {
         Ok(r) => r.into_inner(),
-        Err(status) => return (Err(solve_error(daemon.addr(), &status, logs)), display),
+        // A local write that failed is the cause; the daemon's error only
+        // echoes the broken transfer.
+        Err(status) => match staged.write_failure() {
+            Some(message) => return (Err(Error::OutputWrite(message)), display),
+            None => return (Err(solve_error(daemon.addr(), &status, logs)), display),
+        },
     };
     if let Err(e) = closed {
         tracing::debug!(error = %e, "session did not close cleanly");
@@ -278,10 +283,7 @@ async fn follow_status(
 /// which names the failing step, or a daemon error when it went away.
 fn solve_error(addr: &str, status: &tonic::Status, logs: LogTail) -> Error {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown
-            if status.message().contains("transport")
-                || status.message().contains("connection") =>
-        {
+        tonic::Code::Unavailable | tonic::Code::Unknown if lost_connection(status) => {
             Error::Daemon(format!(
                 "lost the connection to buildkitd at {addr}: {}",
                 status.message()
@@ -292,6 +294,17 @@ fn solve_error(addr: &str, status: &tonic::Status, logs: LogTail) -> Error {
             step_logs: logs.text,
         },
     }
+}
+
+/// Whether the call failed here, in the connection, rather than in the
+/// daemon. Only tonic's own errors carry a source; a status the daemon sent
+/// has none, even when its text speaks of connections (a registry that
+/// refused one, for instance).
+fn lost_connection(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    status.source().is_some()
+        || status.message() == "transport error"
+        || status.message().starts_with("h2 protocol error")
 }
 
 /// The last [`LogTail::LIMIT`] bytes of all step logs, kept so a failed
@@ -315,5 +328,38 @@ impl LogTail {
             }
             self.text.drain(..cut);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_refusing_connections_is_a_build_failure_not_a_lost_daemon() {
+        let status = tonic::Status::unavailable(
+            "failed to push 127.0.0.1:1/x: failed to do request: Head \"http://127.0.0.1:1/v2/x/blobs/sha256:00\": dial tcp 127.0.0.1:1: connect: connection refused",
+        );
+        let e = solve_error("unix:///s", &status, LogTail::default());
+        assert_eq!(e.exit_code(), crate::error::exit::BUILD_FAILED, "{e}");
+        assert!(e
+            .to_string()
+            .starts_with("failed to solve: failed to push 127.0.0.1:1/x"));
+    }
+
+    #[test]
+    fn a_broken_connection_is_a_lost_daemon() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let status = tonic::Status::from_error(Box::new(io));
+        let e = solve_error("unix:///s", &status, LogTail::default());
+        assert_eq!(e.exit_code(), crate::error::exit::DAEMON, "{e}");
+        let e = solve_error(
+            "unix:///s",
+            &tonic::Status::unavailable("transport error"),
+            LogTail::default(),
+        );
+        assert!(e
+            .to_string()
+            .starts_with("lost the connection to buildkitd at unix:///s"));
     }
 }

@@ -259,7 +259,7 @@ where
         meta: &std::fs::Metadata,
     ) -> Result<WalkEntry, WalkError> {
         let rel_str = rel_to_string(std::ffi::OsStr::from_bytes(rel))
-            .ok_or_else(|| WalkError::NonUtf8Name(String::from_utf8_lossy(rel).into_owned()))?;
+            .ok_or_else(|| WalkError::NonUtf8Name(rel.escape_ascii().to_string()))?;
         let mut stat = make_stat(abs, rel_str, meta).map_err(|source| WalkError::Io {
             path: abs.to_path_buf(),
             source,

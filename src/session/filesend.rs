@@ -21,7 +21,7 @@ use tokio_stream::StreamExt;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fsync::receive::{Receiver, Step};
+use crate::fsync::receive::{ReceiveError, Receiver, Step};
 use crate::proto::fsutil::types::Packet;
 use crate::proto::moby::filesync::v1::BytesMessage;
 
@@ -56,6 +56,9 @@ enum Staged {
 #[derive(Debug, Default, Clone)]
 pub struct StagedOutputs {
     inner: Arc<Mutex<Vec<Staged>>>,
+    /// The first local write that failed. The daemon only learns that the
+    /// transfer broke (often as a bare "EOF"); this is the reason to show.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,17 @@ impl StagedOutputs {
         if let Ok(mut v) = self.inner.lock() {
             v.push(s);
         }
+    }
+
+    fn record_failure(&self, message: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert(message);
+        }
+    }
+
+    /// Why writing an output failed during the build, if it did.
+    pub fn write_failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 
     /// Moves every staged output to its destination.
@@ -198,18 +212,30 @@ impl FileSendService {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         match target {
-            OutputTarget::File(dest) => {
-                let temp = receive_file(&dest, &mut inbound).await?;
-                self.staged.push(Staged::File { temp, dest });
-            }
+            OutputTarget::File(dest) => match receive_file(&dest, &mut inbound).await {
+                Ok(temp) => self.staged.push(Staged::File { temp, dest }),
+                Err(Failure::Write(message)) => {
+                    self.staged.record_failure(message.clone());
+                    return Err(Status::aborted(message));
+                }
+                Err(Failure::Transfer(status)) => return Err(status),
+            },
             OutputTarget::Stdout => {
-                let fail =
-                    |e: std::io::Error| Status::aborted(format!("cannot write to stdout: {e}"));
+                let staged = self.staged.clone();
+                let fail = move |e: std::io::Error| {
+                    let message = if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        "cannot write output to stdout: the reading end was closed".to_string()
+                    } else {
+                        format!("cannot write output to stdout: {}", write_reason(&e))
+                    };
+                    staged.record_failure(message.clone());
+                    Status::aborted(message)
+                };
                 while let Some(msg) = inbound.next().await {
                     let data = decode_bytes_message(msg?)?;
-                    std::io::stdout().write_all(&data).map_err(fail)?;
+                    std::io::stdout().write_all(&data).map_err(&fail)?;
                 }
-                std::io::stdout().flush().map_err(fail)?;
+                std::io::stdout().flush().map_err(&fail)?;
             }
             OutputTarget::Dir(dest) => {
                 let parent = parent_dir(&dest);
@@ -217,17 +243,27 @@ impl FileSendService {
                     .prefix(".bkd-output-")
                     .tempdir_in(&parent)
                     .map_err(|e| {
-                        Status::aborted(format!(
-                            "cannot create output in {}: {e}",
-                            parent.display()
-                        ))
+                        let message = format!(
+                            "cannot create output in {}: {}",
+                            parent.display(),
+                            write_reason(&e)
+                        );
+                        self.staged.record_failure(message.clone());
+                        Status::aborted(message)
                     })?;
                 let receiver = Receiver::new(temp.path().to_path_buf());
                 let staged = self.staged.clone();
                 tokio::spawn(async move {
                     match receive_dir(receiver, inbound, &tx).await {
                         Ok(()) => staged.push(Staged::Dir { temp, dest }),
-                        Err(status) => {
+                        Err(Failure::Write(message)) => {
+                            staged.record_failure(format!(
+                                "cannot write output {}: {message}",
+                                dest.display()
+                            ));
+                            let _ = tx.send(Err(Status::aborted(message))).await;
+                        }
+                        Err(Failure::Transfer(status)) => {
                             let _ = tx.send(Err(status)).await;
                         }
                     }
@@ -244,12 +280,41 @@ fn decode_bytes_message(raw: Bytes) -> Result<Bytes, Status> {
         .map_err(|e| Status::invalid_argument(format!("bad output chunk: {e}")))
 }
 
+/// Why receiving an output stopped: a local write failed (the user's
+/// problem, exit code 5), or the transfer itself broke.
+enum Failure {
+    Write(String),
+    Transfer(Status),
+}
+
+impl From<Status> for Failure {
+    fn from(s: Status) -> Self {
+        Failure::Transfer(s)
+    }
+}
+
+/// A short reason for a failed write, without the OS error number.
+fn write_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "no space left on device".into(),
+        Some(libc::EDQUOT) => "disk quota exceeded".into(),
+        Some(libc::EROFS) => "read-only file system".into(),
+        _ => crate::error::io_reason(e),
+    }
+}
+
 async fn receive_file(
     dest: &Path,
     inbound: &mut Streaming<Bytes>,
-) -> Result<tempfile::TempPath, Status> {
+) -> Result<tempfile::TempPath, Failure> {
     let parent = parent_dir(dest);
-    let fail = |e: std::io::Error| Status::aborted(format!("cannot write {}: {e}", dest.display()));
+    let fail = |e: std::io::Error| {
+        Failure::Write(format!(
+            "cannot write output {}: {}",
+            dest.display(),
+            write_reason(&e)
+        ))
+    };
     let temp = tempfile::Builder::new()
         .prefix(".bkd-output-")
         .permissions(std::fs::Permissions::from_mode(0o666))
@@ -272,26 +337,30 @@ async fn receive_dir(
     mut receiver: Receiver,
     mut inbound: Streaming<Bytes>,
     tx: &mpsc::Sender<Result<Bytes, Status>>,
-) -> Result<(), Status> {
+) -> Result<(), Failure> {
     while let Some(msg) = inbound.next().await {
         let raw = match msg {
             Ok(raw) => raw,
             // After FIN the daemon may just cancel the call.
             Err(_) if receiver.finished() => return Ok(()),
-            Err(status) => return Err(status),
+            Err(status) => return Err(status.into()),
         };
         let packet = Packet::decode(raw)
             .map_err(|e| Status::invalid_argument(format!("bad file-sync packet: {e}")))?;
-        match receiver
-            .handle(packet)
-            .map_err(|e| Status::aborted(e.to_string()))?
-        {
+        let step = match receiver.handle(packet) {
+            Ok(step) => step,
+            Err(ReceiveError::Io { source, .. }) => {
+                return Err(Failure::Write(write_reason(&source)))
+            }
+            Err(e) => return Err(Status::aborted(e.to_string()).into()),
+        };
+        match step {
             Step::Done => return Ok(()),
             Step::Reply(replies) => {
                 for r in replies {
                     if tx.send(Ok(r.encode_to_vec().into())).await.is_err() && !receiver.finished()
                     {
-                        return Err(Status::cancelled("output transfer cancelled"));
+                        return Err(Status::cancelled("output transfer cancelled").into());
                     }
                 }
             }
@@ -300,7 +369,7 @@ async fn receive_dir(
     if receiver.finished() {
         Ok(())
     } else {
-        Err(Status::aborted("output transfer ended early"))
+        Err(Status::aborted("output transfer ended early").into())
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -190,7 +190,7 @@ async fn send_dir(
         readers.push(tokio::task::spawn_blocking(move || read_loop(&rx, &tx)));
     }
 
-    let result = async {
+    let mut answer_requests = Box::pin(async {
         loop {
             let p = match inbound.next().await {
                 Some(Ok(p)) => p,
@@ -225,14 +225,25 @@ async fn send_dir(
                 _ => {}
             }
         }
-    }
-    .await;
-
-    let walk_result = walker.await.map_err(|e| e.to_string())?;
+    });
+    let mut walker = walker;
+    // A walk that fails must end the transfer at once: the receiver waits
+    // for the end of the walk and would never send FIN.
+    let result = tokio::select! {
+        r = &mut answer_requests => {
+            let walked = (&mut walker).await.map_err(|e| e.to_string());
+            r.and(walked?)
+        }
+        walked = &mut walker => match walked.map_err(|e| e.to_string())? {
+            Ok(()) => (&mut answer_requests).await,
+            Err(e) => Err(e),
+        },
+    };
+    // Ends the readers' request queue, so they finish.
+    drop(answer_requests);
     for r in readers {
         let _ = r.await;
     }
-    walk_result?;
     result
 }
 
@@ -283,32 +294,16 @@ fn read_loop(rx: &Mutex<std::sync::mpsc::Receiver<(u32, PathBuf, u64)>>, tx: &Pa
     }
 }
 
-/// Streams one file as DATA packets and the empty terminator. A file that
-/// cannot be opened (vanished, a socket) is sent empty, as the reference
-/// sender does; the content never exceeds the size announced in its STAT.
-fn send_file(id: u32, path: &PathBuf, size: u64, tx: &PacketTx) -> Result<(), ()> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    if let Ok(mut file) = file {
-        let is_regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
-        let mut remaining = if is_regular { size } else { 0 };
-        while remaining > 0 {
-            let want = remaining.min(CHUNK_SIZE as u64);
-            // read_to_end fills spare capacity: no zeroing of the buffer.
-            let mut chunk = Vec::with_capacity(want as usize);
-            if read_up_to(&mut file, want, &mut chunk) == 0 {
-                break;
-            }
-            remaining -= chunk.len() as u64;
-            let p = Packet {
-                id,
-                data: Bytes::from(chunk),
-                ..packet(PacketType::PacketData)
-            };
-            tx.blocking_send(Ok(p)).map_err(|_| ())?;
-        }
+/// Streams one file as DATA packets and the empty terminator. A socket
+/// (announced as an empty regular file) is sent empty, as the reference
+/// sender does. A file that cannot be read, vanished, or shrank since the
+/// walk announced it ends the transfer with an error naming it: an empty or
+/// short file in the build would be a silent corruption. The content never
+/// exceeds the size announced in its STAT, so a growing file is cut there.
+fn send_file(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<(), ()> {
+    if let Err(message) = send_content(id, path, size, tx)? {
+        let _ = tx.blocking_send(Ok(err_packet(&message)));
+        return Err(());
     }
     tx.blocking_send(Ok(Packet {
         id,
@@ -317,16 +312,74 @@ fn send_file(id: u32, path: &PathBuf, size: u64, tx: &PacketTx) -> Result<(), ()
     .map_err(|_| ())
 }
 
-/// Appends up to `limit` bytes of the file to `buf`; a read error ends
-/// the file early, as a vanished or shrunk file does.
-fn read_up_to(file: &mut std::fs::File, limit: u64, buf: &mut Vec<u8>) -> usize {
-    loop {
-        match file.by_ref().take(limit).read_to_end(buf) {
-            Ok(n) => return n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return buf.len(),
+/// The DATA packets of one file: `Err(())` when the receiver went away,
+/// `Ok(Err(message))` when the file could not be sent as announced.
+fn send_content(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<Result<(), String>, ()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        // ENXIO: a socket, which the protocol carries as an empty file.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(Ok(())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Err(format!(
+                "{} vanished while the build context was being sent",
+                path.display()
+            )))
         }
+        Err(e) => {
+            return Ok(Err(format!(
+                "cannot read {}: {}",
+                path.display(),
+                crate::error::io_reason(&e)
+            )))
+        }
+    };
+    let is_regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if !is_regular {
+        // Replaced by something else since the walk; nothing to read.
+        return Ok(Ok(()));
     }
+    let mut remaining = size;
+    while remaining > 0 {
+        let want = remaining.min(CHUNK_SIZE as u64);
+        // read_to_end fills spare capacity: no zeroing of the buffer.
+        let mut chunk = Vec::with_capacity(want as usize);
+        let n = match read_up_to(&mut file, want, &mut chunk) {
+            Ok(n) => n,
+            Err(e) => {
+                return Ok(Err(format!(
+                    "cannot read {}: {}",
+                    path.display(),
+                    crate::error::io_reason(&e)
+                )))
+            }
+        };
+        if n == 0 {
+            return Ok(Err(format!(
+                "{} changed while the build context was being sent ({} bytes announced, {} read)",
+                path.display(),
+                size,
+                size - remaining
+            )));
+        }
+        remaining -= n as u64;
+        let p = Packet {
+            id,
+            data: Bytes::from(chunk),
+            ..packet(PacketType::PacketData)
+        };
+        tx.blocking_send(Ok(p)).map_err(|_| ())?;
+    }
+    Ok(Ok(()))
+}
+
+/// Appends up to `limit` bytes of the file to `buf` (read_to_end retries
+/// interrupted reads itself); returns how many.
+fn read_up_to(file: &mut std::fs::File, limit: u64, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    file.by_ref().take(limit).read_to_end(buf)
 }
 
 #[cfg(test)]

@@ -218,6 +218,19 @@ impl OwnRegistry {
     }
 }
 
+impl OwnRegistry {
+    /// Where the registry keeps its blobs and uploads.
+    pub fn storage(&self) -> PathBuf {
+        self._dir.path().join("registry")
+    }
+
+    /// SIGKILLs the registry now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for OwnRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,623 @@
+//! Bad input, faults and leaks against the real test bed: each bad input is
+//! one line with its own exit code, faults end bkd quickly with a clear
+//! error and nothing half-written, the context never yields what it must
+//! not, and planted credentials and secrets never show. docs/reliability.md
+//! tabulates what is tried here and where the rest is covered.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::spawn::*;
+use common::*;
+
+/// bkd against the test bed, killed after two minutes so that a hang
+/// fails the test instead of stalling the suite.
+fn bkd_limited(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
+    let bed = bed();
+    let mut all = vec![
+        "120",
+        env!("CARGO_BIN_EXE_bkd"),
+        args[0],
+        "--addr",
+        &bed.addr,
+    ];
+    all.extend_from_slice(&args[1..]);
+    let run = run("timeout", &all, cwd, env);
+    assert_ne!(run.code(), Some(124), "bkd hung\n{}", run.explain());
+    run
+}
+
+/// Exit code and that the error is one `error:` line, the last one, naming
+/// the problem.
+fn assert_fails(run: &Run, code: i32, needle: &str) {
+    assert_eq!(run.code(), Some(code), "{}", run.explain());
+    let stderr = run.stderr();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(needle),
+        "expected the last line to name {needle:?}\n{}",
+        run.explain()
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "error printed more than once\n{}",
+        run.explain()
+    );
+    assert!(!stderr.contains("panicked"), "{}", run.explain());
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+fn dead_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    drop(l);
+    addr
+}
+
+#[test]
+fn bad_input_is_one_line_with_its_own_exit_code() {
+    let ctx = context();
+    let d = ctx.path();
+    write(d, "Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n");
+    write(
+        d,
+        "Bad.Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\nFROBNICATE now\n",
+    );
+    let dead = dead_address();
+    let push_dead = format!("type=image,name={dead}/x:1,push=true");
+    let cases: &[(&[&str], i32, &str)] = &[
+        // Pre-build checks: the whole of stderr is the one line.
+        (
+            &["build", "no-such-dir"],
+            3,
+            "cannot read build context no-such-dir: no such file or directory",
+        ),
+        (
+            &["build", "-f", "nope/Dockerfile", "."],
+            3,
+            "cannot read Dockerfile nope/Dockerfile",
+        ),
+        (
+            &["build", "-o", "garbage", "."],
+            2,
+            "invalid --output \"garbage\": \"garbage\" is not key=value",
+        ),
+        (
+            &["build", "-o", "type=frob,dest=x", "."],
+            2,
+            "unknown output type \"frob\"",
+        ),
+        (
+            &["build", "-o", "type=tar", "."],
+            2,
+            "the tar output needs dest=FILE",
+        ),
+        (
+            &["build", "-o", "type=local", "."],
+            2,
+            "invalid --output \"type=local\"",
+        ),
+        (
+            &["build", "-o", "type=tar,dest=/proc/version/out.tar", "."],
+            3,
+            "cannot write output /proc/version/out.tar",
+        ),
+        (
+            &["build", "--secret", "foo", "."],
+            2,
+            "invalid --secret \"foo\"",
+        ),
+        (
+            &["build", "--secret", "id=a,src=/no/such/secret", "."],
+            3,
+            "secret a: cannot read /no/such/secret: no such file or directory",
+        ),
+        (
+            &["build", "--build-arg", "=x", "."],
+            2,
+            "invalid --build-arg \"=x\"",
+        ),
+        (
+            &["build", "--cache-to", "type=frob", "."],
+            2,
+            "unknown cache type \"frob\"",
+        ),
+        (
+            &["build", "--cache-to", "type=registry", "."],
+            2,
+            "the registry cache needs ref=",
+        ),
+        (
+            &["build", "--cache-from", "type=local", "."],
+            2,
+            "invalid --cache-from",
+        ),
+        // The daemon's verdicts: after the progress, one error line.
+        (
+            &["build", "-f", "Bad.Dockerfile", "."],
+            1,
+            "dockerfile parse error on line 3: unknown instruction: FROBNICATE",
+        ),
+        (
+            &["build", "--target", "nosuch", "."],
+            1,
+            "target stage \"nosuch\" could not be found",
+        ),
+        (&["build", "-o", &push_dead, "."], 1, &dead),
+    ];
+    for (args, code, needle) in cases {
+        let run = bkd_limited(args, d, &[]);
+        assert_fails(&run, *code, needle);
+        if *code != 1 {
+            assert_eq!(
+                run.stderr().lines().count(),
+                1,
+                "more than the error line\n{}",
+                run.explain()
+            );
+        }
+    }
+    // Nothing of the refused outputs was written.
+    assert!(!d.join("x").exists());
+}
+
+#[test]
+fn a_registry_killed_mid_push_fails_naming_it() {
+    let mut registry = OwnRegistry::start("127.0.0.1");
+    let ctx = context();
+    let mut blob = vec![0u8; 64 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut blob))
+        .expect("random data");
+    std::fs::write(ctx.path().join("blob"), &blob).expect("write blob");
+    write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY blob /blob\n");
+    let output = format!(
+        "type=image,name={}/big:1,push=true,compression=uncompressed",
+        registry.addr
+    );
+    let bed = bed();
+    let out_dir = tempfile::tempdir().expect("out dir");
+    let stderr_path = out_dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bkd"))
+        .args(["build", "--addr", &bed.addr, "-o", &output, "."])
+        .current_dir(ctx.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("start bkd");
+    // Killed as soon as the first blob upload begins.
+    let uploads = registry
+        .storage()
+        .join("docker/registry/v2/repositories/big/_uploads");
+    let started = wait_for(Duration::from_secs(90), || uploads.exists());
+    registry.kill();
+    assert!(started, "the push never started");
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if killed.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("bkd still running 60 s after the registry died");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(&registry.addr),
+        "{stderr}"
+    );
+}
+
+/// A 512 KiB tmpfs, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> SmallDisk {
+        let dir = tempfile::tempdir().expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount (the tests run as root)");
+        assert!(status.success(), "mount tmpfs on {}", dir.path().display());
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_nothing_at_dest() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /busybox\n",
+    );
+    let disk = SmallDisk::mount();
+    let tar = disk.dir.path().join("out.tar");
+    let dir = disk.dir.path().join("out");
+    for (output, dest) in [
+        (format!("type=tar,dest={}", tar.display()), &tar),
+        (format!("type=local,dest={}", dir.display()), &dir),
+    ] {
+        let run = bkd_limited(&["build", "-o", &output, "."], ctx.path(), &[]);
+        assert_fails(
+            &run,
+            5,
+            &format!(
+                "cannot write output {}: no space left on device",
+                dest.display()
+            ),
+        );
+        let left: Vec<_> = std::fs::read_dir(disk.dir.path())
+            .expect("read tmpfs")
+            .map(|e| e.map(|e| e.file_name()))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}\n{}", run.explain());
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_build_without_a_panic() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /busybox\n",
+    );
+    let bed = bed();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bkd"))
+        .args(["build", "--addr", &bed.addr, "-o", "type=tar,dest=-", "."])
+        .current_dir(ctx.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start bkd");
+    let mut head = [0u8; 10];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut head)
+        .expect("the first 10 bytes");
+    // The read end is gone now, as after `| head -c 10`.
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some("error: cannot write output to stdout: the reading end was closed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn special_files_and_odd_names_are_sent_as_buildctl_sends_them() {
+    let ctx = context();
+    let d = ctx.path();
+    write(d, "Dockerfile", "FROM scratch\nCOPY . /ctx/\n");
+    write(d, "name\nwith newline", "nl");
+    write(d, "tab\tand ünïcode", "odd");
+    // A path of 4000 bytes, in components below the 255-byte name limit.
+    let component = "d".repeat(199);
+    let mut long = String::new();
+    while long.len() < 3800 {
+        long.push_str(&component);
+        long.push('/');
+    }
+    long.push_str(&"f".repeat(4000 - long.len()));
+    assert_eq!(long.len(), 4000);
+    write(d, &long, "long");
+    let c = |p: &str| std::ffi::CString::new(d.join(p).into_os_string().into_encoded_bytes());
+    // SAFETY: valid NUL-terminated paths; mknod of a char device as root.
+    unsafe {
+        assert_eq!(libc::mkfifo(c("fifo").expect("path").as_ptr(), 0o644), 0);
+        assert_eq!(
+            libc::mknod(
+                c("null-device").expect("path").as_ptr(),
+                libc::S_IFCHR | 0o644,
+                libc::makedev(1, 3)
+            ),
+            0
+        );
+    }
+    let _sock = std::os::unix::net::UnixListener::bind(d.join("sock")).expect("socket");
+    let out = tempfile::tempdir().expect("out dir");
+    let ours = out.path().join("bkd.tar");
+    let theirs = out.path().join("buildctl.tar");
+    bkd_limited(&["build", "-o", &tar_output(&ours), "."], d, &[]).assert_ok();
+    buildctl(
+        &[
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            "context=.",
+            "--local",
+            "dockerfile=.",
+            "--output",
+            &tar_output(&theirs),
+        ],
+        d,
+    )
+    .assert_ok();
+    let a = tar_listing(&ours);
+    assert_eq!(a, tar_listing(&theirs), "bkd and buildctl differ");
+    let kind = |p: &str| {
+        a.iter()
+            .find(|e| e.path == p)
+            .map(|e| e.kind.clone())
+            .unwrap_or_else(|| panic!("{p} missing: {a:?}"))
+    };
+    assert_eq!(kind("ctx/fifo"), "Fifo");
+    assert_eq!(kind("ctx/null-device"), "Char");
+    assert_eq!(kind("ctx/sock"), "Regular");
+    assert_eq!(
+        tar_file(&ours, &format!("ctx/{long}")).as_deref(),
+        Some(&b"long"[..])
+    );
+    assert_eq!(
+        tar_file(&ours, "ctx/name\nwith newline").as_deref(),
+        Some(&b"nl"[..])
+    );
+}
+
+#[test]
+fn a_non_utf8_name_fails_the_build_naming_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let ctx = context();
+    write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY . /\n");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(ctx.path().join(name), "latin-1").expect("write");
+    let run = bkd_limited(&["build", "."], ctx.path(), &[]);
+    assert_fails(
+        &run,
+        1,
+        "file name is not valid UTF-8 and cannot be sent: caf\\xe9.txt",
+    );
+    // Ignored, it is no obstacle.
+    write(ctx.path(), ".dockerignore", "caf*\n");
+    bkd_limited(&["build", "."], ctx.path(), &[]).assert_ok();
+}
+
+#[test]
+fn a_hundred_thousand_entries_arrive() {
+    let ctx = context();
+    let many = ctx.path().join("many");
+    std::fs::create_dir(&many).expect("mkdir");
+    for i in 0..100_000 {
+        std::fs::File::create(many.join(format!("f{i}"))).expect("create");
+    }
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "{BUSYBOX_STAGE}RUN --mount=type=bind,target=/ctx sh -c 'ls /ctx/many | wc -l > /count'\n\
+             FROM scratch\nCOPY --from=bb /count /\n"
+        ),
+    );
+    let out = tempfile::tempdir().expect("out dir");
+    let dest = out.path().join("out");
+    let output = format!("type=local,dest={}", dest.display());
+    bkd_limited(&["build", "-o", &output, "."], ctx.path(), &[]).assert_ok();
+    let count = std::fs::read_to_string(dest.join("count")).expect("count");
+    assert_eq!(count.trim(), "100000");
+}
+
+#[test]
+fn an_unreadable_file_fails_the_build_naming_it() {
+    // As the unprivileged user, with its own rootless daemon: root reads
+    // everything.
+    let ctx = user_dir();
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox")).expect("copy busybox");
+    write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY . /\n");
+    chown_tree(ctx.path());
+    let locked = ctx.path().join("locked.key");
+    std::fs::write(&locked, "root only").expect("write");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let state = user_dir();
+    let root = state.path().join("state");
+    let root = root.to_str().expect("utf-8 temp path");
+    let run = bkd_as(
+        As::User,
+        &["build", "--root", root, "--daemon-timeout", "60", "."],
+        ctx.path(),
+        &[],
+    );
+    assert_fails(
+        &run,
+        1,
+        &format!("cannot read {}: permission denied", locked.display()),
+    );
+}
+
+#[test]
+fn planted_credentials_and_secrets_never_show() {
+    let bed = bed();
+    const FILE_SECRET: &str = "planted-file-secret-5d41402a";
+    const ENV_SECRET: &str = "planted-env-secret-7d793037";
+    const WRONG_PASSWORD: &str = "planted-wrong-password-1f3870be";
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "{BUSYBOX_STAGE}RUN --mount=type=secret,id=f --mount=type=secret,id=e \
+             sh -c 'test -s /run/secrets/f && test -s /run/secrets/e && echo used'\n"
+        ),
+    );
+    let secret_file = ctx.path().join("secret.txt");
+    std::fs::write(&secret_file, FILE_SECRET).expect("secret file");
+    let file_secret = format!("id=f,src={}", secret_file.display());
+    let bin = tempfile::tempdir().expect("bin dir");
+    let helper = bin.path().join("docker-credential-planted");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{AUTH_USER}\",\"Secret\":\"{AUTH_PASSWORD}\"}}' \"$server\"\n"
+        ),
+    )
+    .expect("helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let b64 = |user: &str, pass: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    };
+    let configs = [
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            bed.auth_registry,
+            b64(AUTH_USER, AUTH_PASSWORD)
+        ),
+        format!(r#"{{"credHelpers":{{"{}":"planted"}}}}"#, bed.auth_registry),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            bed.auth_registry,
+            b64(AUTH_USER, WRONG_PASSWORD)
+        ),
+    ];
+    let planted = [
+        FILE_SECRET.to_string(),
+        ENV_SECRET.to_string(),
+        AUTH_PASSWORD.to_string(),
+        WRONG_PASSWORD.to_string(),
+        b64(AUTH_USER, AUTH_PASSWORD),
+        b64(AUTH_USER, WRONG_PASSWORD),
+    ];
+    let work = tempfile::tempdir().expect("work dir");
+    let mut runs = Vec::new();
+    for (i, (config, progress)) in configs.iter().zip(["plain", "quiet", "auto"]).enumerate() {
+        let cfg = work.path().join(format!("config{i}"));
+        std::fs::create_dir_all(&cfg).expect("config dir");
+        std::fs::write(cfg.join("config.json"), config).expect("config.json");
+        let meta = work.path().join(format!("meta{i}.json"));
+        let output = format!("type=image,name={}/leak:{i},push=true", bed.auth_registry);
+        let args = [
+            "build",
+            "--debug",
+            "--progress",
+            progress,
+            "--secret",
+            &file_secret,
+            "--secret",
+            "id=e,env=PLANTED_ENV_SECRET",
+            "--metadata-file",
+            meta.to_str().expect("utf-8 temp path"),
+            "-o",
+            &output,
+            ".",
+        ];
+        let env = [
+            ("DOCKER_CONFIG", cfg.to_str().expect("utf-8 temp path")),
+            ("PLANTED_ENV_SECRET", ENV_SECRET),
+            ("PATH", &path),
+        ];
+        let run = bkd_limited(&args, ctx.path(), &env);
+        let metadata = std::fs::read_to_string(&meta).unwrap_or_default();
+        runs.push((run, metadata));
+    }
+    // The right credentials push; the wrong ones fail naming the registry.
+    runs[0].0.assert_ok();
+    runs[1].0.assert_ok();
+    assert_fails(&runs[2].0, 1, &bed.auth_registry);
+    // bkd spawning its own daemon with --debug shows the daemon's log too.
+    let cfg = work.path().join("config0");
+    let state = work.path().join("state");
+    let spawned = bkd_as(
+        As::Root,
+        &[
+            "build",
+            "--debug",
+            "--root",
+            state.to_str().expect("utf-8 temp path"),
+            "--insecure-registry",
+            &bed.auth_registry,
+            "--secret",
+            &file_secret,
+            "--secret",
+            "id=e,env=PLANTED_ENV_SECRET",
+            "-o",
+            &format!(
+                "type=image,name={}/leak:spawned,push=true",
+                bed.auth_registry
+            ),
+            ".",
+        ],
+        ctx.path(),
+        &[
+            ("DOCKER_CONFIG", cfg.to_str().expect("utf-8 temp path")),
+            ("PLANTED_ENV_SECRET", ENV_SECRET),
+        ],
+    );
+    spawned.assert_ok();
+    assert!(
+        spawned.stderr().contains("buildkitd"),
+        "no daemon log in --debug\n{}",
+        spawned.explain()
+    );
+    runs.push((spawned, String::new()));
+    for (run, metadata) in &runs {
+        for value in &planted {
+            for (what, text) in [
+                ("stdout", run.stdout()),
+                ("stderr", run.stderr()),
+                ("metadata file", metadata.clone()),
+            ] {
+                assert!(
+                    !text.contains(value.as_str()),
+                    "{value} leaked into {what}\n{}",
+                    run.explain()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_panic_shows_where_but_never_its_message() {
+    let ctx = context();
+    let run = bkd_limited(
+        &["build", "."],
+        ctx.path(),
+        &[("BKD_TEST_PANIC", "planted-in-a-panic-message")],
+    );
+    assert_eq!(run.code(), Some(101), "{}", run.explain());
+    assert!(
+        !run.stderr().contains("planted-in-a-panic-message"),
+        "{}",
+        run.explain()
+    );
+    assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
+    assert!(
+        run.stderr()
+            .starts_with("error: internal error at src/main.rs:"),
+        "{}",
+        run.explain()
+    );
+}
