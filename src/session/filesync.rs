@@ -24,6 +24,8 @@ use crate::proto::moby::filesync::v1::file_sync_server::{FileSync, FileSyncServe
 /// Size of one DATA packet. Far below the 16 MiB message limit, large enough
 /// that per-packet costs vanish next to the copy itself.
 pub const CHUNK_SIZE: usize = 1 << 20;
+/// Files up to this size are read where their request arrives.
+const INLINE_MAX: u64 = 64 * 1024;
 /// Files read at once per transfer.
 const READERS: usize = 4;
 
@@ -206,6 +208,19 @@ async fn send_dir(
                     let Some((path, size)) = entry else {
                         return Err(format!("invalid file id {}", p.id));
                     };
+                    if size <= INLINE_MAX {
+                        let data = read_small(&path, size)?;
+                        let closed = || "receiver closed the transfer early".to_string();
+                        if !data.is_empty() {
+                            tx.send(Ok(data_packet(p.id, data)))
+                                .await
+                                .map_err(|_| closed())?;
+                        }
+                        tx.send(Ok(data_packet(p.id, Vec::new())))
+                            .await
+                            .map_err(|_| closed())?;
+                        continue;
+                    }
                     req_tx
                         .send((p.id, path, size))
                         .map_err(|_| "file readers stopped".to_string())?;
@@ -315,65 +330,109 @@ fn send_file(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<(), ()> {
 /// The DATA packets of one file: `Err(())` when the receiver went away,
 /// `Ok(Err(message))` when the file could not be sent as announced.
 fn send_content(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<Result<(), String>, ()> {
+    let mut file = match open_for_send(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(Ok(())),
+        Err(message) => return Ok(Err(message)),
+    };
+    let mut remaining = size;
+    while remaining > 0 {
+        let chunk = match next_chunk(&mut file, path, size, remaining) {
+            Ok(c) => c,
+            Err(message) => return Ok(Err(message)),
+        };
+        remaining -= chunk.len() as u64;
+        tx.blocking_send(Ok(data_packet(id, chunk)))
+            .map_err(|_| ())?;
+    }
+    Ok(Ok(()))
+}
+
+fn data_packet(id: u32, data: Vec<u8>) -> Packet {
+    Packet {
+        id,
+        data: Bytes::from(data),
+        ..packet(PacketType::PacketData)
+    }
+}
+
+/// The whole content of a small file, read where the request arrives:
+/// handing thousands of tiny files to reader threads costs more in thread
+/// wake-ups than the reads themselves.
+fn read_small(path: &Path, size: u64) -> Result<Vec<u8>, String> {
+    let mut data = Vec::new();
+    if let Some(mut file) = open_for_send(path)? {
+        let mut remaining = size;
+        while remaining > 0 {
+            let chunk = next_chunk(&mut file, path, size, remaining)?;
+            remaining -= chunk.len() as u64;
+            if data.is_empty() {
+                data = chunk;
+            } else {
+                data.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// Opens a file to send; `None` for a socket (carried as an empty file) or
+/// something that is no longer a regular file.
+fn open_for_send(path: &Path) -> Result<Option<std::fs::File>, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path);
-    let mut file = match file {
+    let file = match file {
         Ok(f) => f,
         // ENXIO: a socket, which the protocol carries as an empty file.
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(Ok(())),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Err(format!(
+            return Err(format!(
                 "{} vanished while the build context was being sent",
                 path.display()
-            )))
+            ))
         }
         Err(e) => {
-            return Ok(Err(format!(
+            return Err(format!(
                 "cannot read {}: {}",
                 path.display(),
                 crate::error::io_reason(&e)
-            )))
+            ))
         }
     };
     let is_regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
-    if !is_regular {
-        // Replaced by something else since the walk; nothing to read.
-        return Ok(Ok(()));
+    // Replaced by something else since the walk: nothing to read.
+    Ok(is_regular.then_some(file))
+}
+
+/// The next chunk of a file of announced `size` with `remaining` bytes
+/// still to send; a file that ends early is an error.
+fn next_chunk(
+    file: &mut std::fs::File,
+    path: &Path,
+    size: u64,
+    remaining: u64,
+) -> Result<Vec<u8>, String> {
+    let want = remaining.min(CHUNK_SIZE as u64);
+    // read_to_end fills spare capacity: no zeroing of the buffer.
+    let mut chunk = Vec::with_capacity(want as usize);
+    let n = read_up_to(file, want, &mut chunk).map_err(|e| {
+        format!(
+            "cannot read {}: {}",
+            path.display(),
+            crate::error::io_reason(&e)
+        )
+    })?;
+    if n == 0 {
+        return Err(format!(
+            "{} changed while the build context was being sent ({} bytes announced, {} read)",
+            path.display(),
+            size,
+            size - remaining
+        ));
     }
-    let mut remaining = size;
-    while remaining > 0 {
-        let want = remaining.min(CHUNK_SIZE as u64);
-        // read_to_end fills spare capacity: no zeroing of the buffer.
-        let mut chunk = Vec::with_capacity(want as usize);
-        let n = match read_up_to(&mut file, want, &mut chunk) {
-            Ok(n) => n,
-            Err(e) => {
-                return Ok(Err(format!(
-                    "cannot read {}: {}",
-                    path.display(),
-                    crate::error::io_reason(&e)
-                )))
-            }
-        };
-        if n == 0 {
-            return Ok(Err(format!(
-                "{} changed while the build context was being sent ({} bytes announced, {} read)",
-                path.display(),
-                size,
-                size - remaining
-            )));
-        }
-        remaining -= n as u64;
-        let p = Packet {
-            id,
-            data: Bytes::from(chunk),
-            ..packet(PacketType::PacketData)
-        };
-        tx.blocking_send(Ok(p)).map_err(|_| ())?;
-    }
-    Ok(Ok(()))
+    Ok(chunk)
 }
 
 /// Appends up to `limit` bytes of the file to `buf` (read_to_end retries
