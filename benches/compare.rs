@@ -247,6 +247,33 @@ impl Drop for Daemon {
     }
 }
 
+/// Puts the machine in the same state before each measured run: dirty
+/// pages written back, and with `warm`, the page cache dropped and the
+/// context read back in. Without this, page-cache and writeback left by the
+/// previous run (hundreds of MB written and deleted by the daemon) make
+/// later runs several times slower in the daemon's file creation.
+fn settle(warm: Option<&Path>) {
+    let _ = Command::new("sync").status();
+    let Some(dir) = warm else { return };
+    let _ = fs::write("/proc/sys/vm/drop_caches", b"3");
+    fn read_all(dir: &Path) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => read_all(&p),
+                Ok(t) if t.is_file() => {
+                    let _ = fs::read(&p);
+                }
+                _ => {}
+            }
+        }
+    }
+    read_all(dir);
+}
+
 /// Deterministic filler bytes (xorshift), so files differ from each other.
 fn fill(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -514,6 +541,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
                     }
                 };
                 cmd.env_remove("BUILDKIT_HOST");
+                settle(None);
                 let (s, ok) = measure(&mut cmd, &log(t, i));
                 if !ok {
                     fail(&format!("{} failed: see {}", t.name(), log(t, i).display()));
@@ -533,6 +561,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
             );
             alternate(o.runs, |t, i| {
                 daemon.prune();
+                settle(Some(&ctx));
                 on_daemon(
                     daemon,
                     &mut client(t, &daemon.addr, &ctx, &[], &[]),
@@ -546,6 +575,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
             let mut round = 0u64;
             alternate(o.runs, |t, i| {
                 daemon.prune();
+                settle(Some(&ctx));
                 let warm = logs.join(format!("{name}-{}-{i}-first.log", t.name()));
                 on_daemon(daemon, &mut client(t, &daemon.addr, &ctx, &[], &[]), &warm);
                 round += 1;
@@ -553,6 +583,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
                     let path = ctx.join(format!("d{:03}/f000", f * 20));
                     write_file(&path, &fill(round * 1000 + f, 2048));
                 }
+                settle(Some(&ctx));
                 on_daemon(
                     daemon,
                     &mut client(t, &daemon.addr, &ctx, &[], &[]),
@@ -573,6 +604,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
             let dest = format!("type=tar,dest={}", out.display());
             let result = alternate(o.runs, |t, i| {
                 let _ = fs::remove_file(&out);
+                settle(None);
                 on_daemon(
                     daemon,
                     &mut client(t, &daemon.addr, &ctx, &["-o", &dest], &["--output", &dest]),
@@ -583,6 +615,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
             let mut cp_times = Vec::new();
             for _ in 0..o.runs {
                 let _ = fs::remove_file(&copy);
+                settle(None);
                 let started = Instant::now();
                 let status = Command::new("cp").arg(&out).arg(&copy).status();
                 if !status.map(|s| s.success()).unwrap_or(false) {
@@ -731,6 +764,9 @@ fn main() {
     println!("{report}");
     if o.record {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results.md");
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+        }
         let fresh = !path.exists();
         let mut f = fs::OpenOptions::new()
             .create(true)

@@ -303,6 +303,9 @@ fn write_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Bytes gathered before a hand-off to the file writer.
+const WRITE_BATCH: usize = 1 << 20;
+
 async fn receive_file(
     dest: &Path,
     inbound: &mut Streaming<Bytes>,
@@ -321,14 +324,47 @@ async fn receive_file(
         .tempfile_in(&parent)
         .map_err(fail)?;
     let (file, path) = temp.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    use tokio::io::AsyncWriteExt;
+    // One writer thread takes batches of about WRITE_BATCH bytes: a
+    // thread hand-off per message (tokio::fs) costs more than the writes.
+    let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(4);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut file = file;
+        while let Some(batch) = queue.blocking_recv() {
+            for chunk in batch {
+                std::io::Write::write_all(&mut file, &chunk)?;
+            }
+        }
+        Ok(())
+    });
+    let mut batch = Vec::new();
+    let mut batched = 0;
+    let mut received = Ok(());
     while let Some(msg) = inbound.next().await {
-        let data = decode_bytes_message(msg?)?;
-        file.write_all(&data).await.map_err(fail)?;
+        let data = match msg.and_then(decode_bytes_message) {
+            Ok(d) => d,
+            Err(e) => {
+                received = Err(Failure::from(e));
+                break;
+            }
+        };
+        batched += data.len();
+        batch.push(data);
+        if batched >= WRITE_BATCH {
+            batched = 0;
+            if batches.send(std::mem::take(&mut batch)).await.is_err() {
+                break; // the writer failed; its error is below
+            }
+        }
     }
-    file.flush().await.map_err(fail)?;
-    file.sync_all().await.map_err(fail)?;
+    if !batch.is_empty() && received.is_ok() {
+        let _ = batches.send(batch).await;
+    }
+    drop(batches);
+    let written = writer
+        .await
+        .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
+    written.map_err(fail)?;
+    received?;
     Ok(path)
 }
 
