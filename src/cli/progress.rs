@@ -62,18 +62,21 @@ pub fn resolve(mode: ProgressMode, debug: bool, stderr_is_tty: bool, buildkite: 
 /// The display for `mode`, drawing on stderr.
 pub fn display_for(mode: ProgressMode, debug: bool) -> Box<dyn Display> {
     let on_buildkite = std::env::var("BUILDKITE").is_ok_and(|v| v == "true");
+    // Renderers flush after each batch of events; without a buffer every
+    // log line would be its own write(2).
+    let stderr = || std::io::BufWriter::with_capacity(1 << 16, std::io::stderr());
     match resolve(mode, debug, std::io::stderr().is_terminal(), on_buildkite) {
         Resolved::Plain { verbose } => Box::new(PlainPrinter::with_options(
-            std::io::stderr(),
+            stderr(),
             PlainOptions {
                 verbose,
                 ..Default::default()
             },
         )),
         Resolved::Tty => Box::new(TtyDisplay::new()),
-        Resolved::Buildkite { verbose } => Box::new(buildkite::printer(std::io::stderr(), verbose)),
-        Resolved::Rawjson => Box::new(RawJson::new(std::io::stderr())),
-        Resolved::Quiet => Box::new(Quiet::new(std::io::stderr())),
+        Resolved::Buildkite { verbose } => Box::new(buildkite::printer(stderr(), verbose)),
+        Resolved::Rawjson => Box::new(RawJson::new(stderr())),
+        Resolved::Quiet => Box::new(Quiet::new(stderr())),
     }
 }
 
