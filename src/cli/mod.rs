@@ -37,6 +37,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// buildkitd address: unix:///path/to/buildkitd.sock or tcp://host:port
     #[arg(long, env = "BUILDKIT_HOST", global = true, value_name = "URL")]
