@@ -426,6 +426,35 @@ fn a_hundred_thousand_entries_arrive() {
 }
 
 #[test]
+fn a_sparse_file_over_4_gib_reaches_a_build_step_whole() {
+    let ctx = context();
+    let huge = ctx.path().join("huge");
+    let size: u64 = (4 << 30) + 8;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&huge).expect("create");
+        f.seek(SeekFrom::Start(size - 8)).expect("seek");
+        f.write_all(b"TAIL4GIB").expect("tail");
+    }
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "{BUSYBOX_STAGE}RUN --mount=type=bind,target=/ctx sh -c \
+             'stat -c %s /ctx/huge > /size && tail -c 8 /ctx/huge > /tail'\n\
+             FROM scratch\nCOPY --from=bb /size /tail /\n"
+        ),
+    );
+    let out = tempfile::tempdir().expect("out dir");
+    let dest = out.path().join("out");
+    let output = format!("type=local,dest={}", dest.display());
+    bkd_limited(&["build", "-o", &output, "."], ctx.path(), &[]).assert_ok();
+    let seen = std::fs::read_to_string(dest.join("size")).expect("size");
+    assert_eq!(seen.trim(), size.to_string());
+    assert_eq!(std::fs::read(dest.join("tail")).expect("tail"), b"TAIL4GIB");
+}
+
+#[test]
 fn an_unreadable_file_fails_the_build_naming_it() {
     // As the unprivileged user, with its own rootless daemon: root reads
     // everything.
