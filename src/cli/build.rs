@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use clap::Args;
 
-use super::cache::{check_local_exports, parse_caches, Direction};
+use super::cache::{cache_exports, cache_imports};
 use super::daemon::DaemonNeeds;
 use super::output::parse_output;
 use super::progress::{build_end, display_for, ProgressMode};
@@ -16,7 +16,7 @@ use super::GlobalArgs;
 use crate::client::solve::{build, BuildSpec, ExportSpec};
 use crate::error::{io_reason, Error, Result};
 use crate::session::auth::DockerConfig;
-use crate::session::filesend::parent_dir;
+use crate::session::filesend::{parent_dir, OutputTarget};
 use crate::session::filesync::LocalDirs;
 use crate::session::secrets::SecretValue;
 
@@ -99,14 +99,9 @@ pub struct BuildArgs {
     pub metadata_file: Option<PathBuf>,
 }
 
-/// The Dockerfile location, split the way the frontend wants it: the
-/// directory served as the `dockerfile` local and the name inside it.
-fn dockerfile_location(context: &Path, file: Option<&Path>) -> Result<(PathBuf, String)> {
-    let path = match file {
-        Some(f) => f.to_path_buf(),
-        None => context.join("Dockerfile"),
-    };
-    let meta = std::fs::metadata(&path).map_err(|e| {
+/// A Dockerfile must be a readable file, reported before any daemon starts.
+pub(super) fn check_dockerfile_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| {
         Error::Input(format!(
             "cannot read Dockerfile {}: {}",
             path.display(),
@@ -119,6 +114,17 @@ fn dockerfile_location(context: &Path, file: Option<&Path>) -> Result<(PathBuf, 
             path.display()
         )));
     }
+    Ok(())
+}
+
+/// The Dockerfile location, split the way the frontend wants it: the
+/// directory served as the `dockerfile` local and the name inside it.
+fn dockerfile_location(context: &Path, file: Option<&Path>) -> Result<(PathBuf, String)> {
+    let path = match file {
+        Some(f) => f.to_path_buf(),
+        None => context.join("Dockerfile"),
+    };
+    check_dockerfile_file(&path)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -224,11 +230,7 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         attrs.insert("platform".into(), p.clone());
     }
 
-    let mut exports = args
-        .outputs
-        .iter()
-        .map(|o| parse_output(o).map_err(Error::Usage))
-        .collect::<Result<Vec<ExportSpec>>>()?;
+    let mut exports = resolve_outputs(&args.outputs)?;
     let tags = image_tags(args)?;
     if !tags.is_empty() {
         let mut image_attrs = HashMap::new();
@@ -242,18 +244,6 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
             target: None,
         });
     }
-    for e in &exports {
-        if let Some(
-            crate::session::filesend::OutputTarget::File(p)
-            | crate::session::filesend::OutputTarget::Dir(p),
-        ) = &e.target
-        {
-            check_output_parent(p)?;
-        }
-    }
-
-    let docker_config = DockerConfig::load(DockerConfig::default_path().as_deref())
-        .map_err(|e| Error::Input(e.to_string()))?;
 
     let mut locals = LocalDirs::default();
     locals.insert("context", context.clone());
@@ -267,15 +257,9 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         frontend_attrs: attrs,
         locals,
         exports,
-        cache_exports: {
-            let exports = parse_caches("--cache-to", &args.cache_to, Direction::Export)
-                .map_err(Error::Usage)?;
-            check_local_exports(&exports)?;
-            exports
-        },
-        cache_imports: parse_caches("--cache-from", &args.cache_from, Direction::Import)
-            .map_err(Error::Usage)?,
-        docker_config: Arc::new(docker_config),
+        cache_exports: cache_exports("--cache-to", &args.cache_to)?,
+        cache_imports: cache_imports("--cache-from", &args.cache_from)?,
+        docker_config: docker_config()?,
         secrets: secrets(&args.secrets)?,
         ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&context),
@@ -329,6 +313,28 @@ pub(super) fn local_dir(flag: &str, name: &str, path: &Path) -> Result<PathBuf> 
         return Err(fail("not a directory".into()));
     }
     path.canonicalize().map_err(|e| fail(io_reason(&e)))
+}
+
+/// Parses `--output` values; client-side destinations must be writable
+/// before the build starts.
+pub(super) fn resolve_outputs(specs: &[String]) -> Result<Vec<ExportSpec>> {
+    let exports = specs
+        .iter()
+        .map(|o| parse_output(o).map_err(Error::Usage))
+        .collect::<Result<Vec<ExportSpec>>>()?;
+    for e in &exports {
+        if let Some(OutputTarget::File(p) | OutputTarget::Dir(p)) = &e.target {
+            check_output_parent(p)?;
+        }
+    }
+    Ok(exports)
+}
+
+/// Registry credentials from the Docker config, for the session's auth.
+pub(super) fn docker_config() -> Result<Arc<DockerConfig>> {
+    DockerConfig::load(DockerConfig::default_path().as_deref())
+        .map(Arc::new)
+        .map_err(|e| Error::Input(e.to_string()))
 }
 
 /// The image names: `--tag`, or with `--push` and no `--tag`, the

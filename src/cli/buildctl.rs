@@ -5,19 +5,19 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use super::build::{check_output_parent, execute, local_dir, secrets, shared_key, Job};
-use super::cache::{check_local_exports, parse_caches, Direction};
+use super::build::{
+    check_dockerfile_file, docker_config, execute, local_dir, resolve_outputs, secrets, shared_key,
+    Job,
+};
+use super::cache::{cache_exports, cache_imports};
 use super::daemon::{DaemonArgs, DaemonNeeds};
-use super::output::parse_output;
 use super::progress::ProgressMode;
 use super::GlobalArgs;
-use crate::client::solve::{BuildSpec, ExportSpec};
-use crate::error::{io_reason, Error, Result};
-use crate::session::auth::DockerConfig;
+use crate::client::solve::BuildSpec;
+use crate::error::{Error, Result};
 use crate::session::filesync::LocalDirs;
 
 /// The program name that selects this command line.
@@ -389,20 +389,7 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
         check_dockerfile(&locals, &attrs)?;
     }
 
-    let exports = args
-        .outputs
-        .iter()
-        .map(|o| parse_output(o).map_err(Error::Usage))
-        .collect::<Result<Vec<ExportSpec>>>()?;
-    for e in &exports {
-        if let Some(
-            crate::session::filesend::OutputTarget::File(p)
-            | crate::session::filesend::OutputTarget::Dir(p),
-        ) = &e.target
-        {
-            check_output_parent(p)?;
-        }
-    }
+    let exports = resolve_outputs(&args.outputs)?;
     for a in &args.allow {
         if a.is_empty() || a.contains(char::is_whitespace) {
             return Err(Error::Usage(format!(
@@ -411,8 +398,6 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
         }
     }
 
-    let docker_config = DockerConfig::load(DockerConfig::default_path().as_deref())
-        .map_err(|e| Error::Input(e.to_string()))?;
     let key_dir = locals
         .get("context")
         .cloned()
@@ -422,15 +407,9 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
         frontend,
         frontend_attrs: attrs,
         exports,
-        cache_exports: {
-            let exports = parse_caches("--export-cache", &args.export_cache, Direction::Export)
-                .map_err(Error::Usage)?;
-            check_local_exports(&exports)?;
-            exports
-        },
-        cache_imports: parse_caches("--import-cache", &args.import_cache, Direction::Import)
-            .map_err(Error::Usage)?,
-        docker_config: Arc::new(docker_config),
+        cache_exports: cache_exports("--export-cache", &args.export_cache)?,
+        cache_imports: cache_imports("--import-cache", &args.import_cache)?,
+        docker_config: docker_config()?,
         secrets: secrets(&args.secrets)?,
         ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&key_dir),
@@ -449,19 +428,7 @@ fn check_dockerfile(locals: &LocalDirs, attrs: &HashMap<String, String>) -> Resu
         .get("filename")
         .filter(|f| !f.is_empty())
         .map_or("Dockerfile", String::as_str);
-    let path = dir.join(name);
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(Error::Input(format!(
-            "Dockerfile {} is not a file",
-            path.display()
-        ))),
-        Err(e) => Err(Error::Input(format!(
-            "cannot read Dockerfile {}: {}",
-            path.display(),
-            io_reason(&e)
-        ))),
-    }
+    check_dockerfile_file(&dir.join(name))
 }
 
 #[cfg(test)]

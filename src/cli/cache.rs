@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::output::split_csv;
 use crate::client::solve::CacheSpec;
+use crate::error::Error;
 
 /// Cache backends the daemon implements; their attributes pass through.
 pub const KNOWN_TYPES: &[&str] = &["registry", "inline", "local", "s3", "gha", "azblob"];
@@ -147,14 +148,21 @@ fn load_gha_env(flag: &str, attrs: &mut HashMap<String, String>) -> Result<(), S
     Ok(())
 }
 
-/// Local cache export directories must be usable before a daemon starts.
-pub fn check_local_exports(specs: &[CacheSpec]) -> crate::error::Result<()> {
-    for spec in specs.iter().filter(|c| c.kind == "local") {
+/// The cache exports of one flag; local export directories must be usable
+/// before a daemon starts.
+pub fn cache_exports(flag: &str, specs: &[String]) -> crate::error::Result<Vec<CacheSpec>> {
+    let exports = parse_caches(flag, specs, Direction::Export).map_err(Error::Usage)?;
+    for spec in exports.iter().filter(|c| c.kind == "local") {
         if let Some(dir) = spec.attrs.get("dest") {
             crate::client::local_cache::check_writable(std::path::Path::new(dir))?;
         }
     }
-    Ok(())
+    Ok(exports)
+}
+
+/// The cache imports of one flag.
+pub fn cache_imports(flag: &str, specs: &[String]) -> crate::error::Result<Vec<CacheSpec>> {
+    parse_caches(flag, specs, Direction::Import).map_err(Error::Usage)
 }
 
 /// Parses every spec of one flag.

@@ -171,7 +171,7 @@ pub async fn run(invocation: Invocation) -> Result<()> {
         Invocation::Buildctl(cli) => return buildctl::run(cli).await,
     };
     if cli.global.version {
-        println!("{}", version_report(&cli.global.daemon));
+        println!("{}", version_report());
         return Ok(());
     }
     match cli.command {
@@ -185,7 +185,7 @@ pub async fn run(invocation: Invocation) -> Result<()> {
 }
 
 /// `bkd --version`: bkd's version, then the buildkitd bkd would spawn.
-fn version_report(_daemon: &daemon::DaemonArgs) -> String {
+fn version_report() -> String {
     let (buildkitd, _) = daemon::binaries();
     let daemon_version = std::process::Command::new(&buildkitd)
         .arg("--version")
