@@ -9,18 +9,6 @@ use std::path::Path;
 use common::spawn::*;
 use common::*;
 
-/// A string no earlier run has built, so steps really run the first time.
-fn nonce() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    )
-}
-
 fn cache_dockerfile(nonce: &str) -> String {
     format!(
         "FROM scratch\nCOPY busybox /bin/busybox\n\

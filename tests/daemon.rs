@@ -15,15 +15,6 @@ use common::*;
 const PID_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\n\
     RUN [\"/bin/busybox\",\"sh\",\"-c\",\"echo $$ > /pid\"]\n";
 
-/// A context owned by the test user with `dockerfile` in it.
-fn user_context(dockerfile: &str) -> tempfile::TempDir {
-    let dir = user_dir();
-    std::fs::copy("/bin/busybox", dir.path().join("busybox")).expect("copy busybox");
-    write(dir.path(), "Dockerfile", dockerfile);
-    chown_tree(dir.path());
-    dir
-}
-
 /// The pid the build step saw, from the exported tar.
 fn step_pid(tar: &Path) -> String {
     let pid = tar_file(tar, "pid").expect("/pid in the exported image");

@@ -38,27 +38,11 @@ buildctl-daemonless.sh build \\
 /// so each Dockerfile is unique and the step really runs.
 fn sandbox_dockerfile(sandboxed: bool) -> String {
     let test = if sandboxed { "= 1" } else { "!= 1" };
-    let nonce = format!(
-        "{}-{:?}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    );
+    let nonce = nonce();
     format!(
         "FROM scratch\nCOPY busybox /bin/busybox\n\
          RUN [\"/bin/busybox\",\"sh\",\"-c\",\"echo pid=$$ run={nonce}; test $$ {test}\"]\n"
     )
-}
-
-/// A context the test user can read, with busybox and `dockerfile`.
-fn recipe_context(dockerfile: &str) -> tempfile::TempDir {
-    let dir = user_dir();
-    std::fs::copy("/bin/busybox", dir.path().join("busybox")).expect("copy busybox");
-    write(dir.path(), "Dockerfile", dockerfile);
-    chown_tree(dir.path());
-    dir
 }
 
 /// Runs a recipe's shell text as `who`, with the link first on PATH.
@@ -89,7 +73,7 @@ fn assert_step_done(run: &Run) {
 #[test]
 fn privileged_recipe_runs_unchanged() {
     let _state = ROOT_STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let ctx = recipe_context(&sandbox_dockerfile(true));
+    let ctx = user_context(&sandbox_dockerfile(true));
     let run = recipe(As::Root, RECIPE, ctx.path(), &[("BUILDKITD_FLAGS", "")]);
     run.assert_ok();
     assert_step_done(&run);
@@ -99,7 +83,7 @@ fn privileged_recipe_runs_unchanged() {
 #[test]
 fn rootless_recipe_runs_unchanged() {
     let _state = USER_STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let ctx = recipe_context(&sandbox_dockerfile(true));
+    let ctx = user_context(&sandbox_dockerfile(true));
     let run = recipe(As::User, RECIPE, ctx.path(), &[("BUILDKITD_FLAGS", "")]);
     run.assert_ok();
     assert_step_done(&run);
@@ -113,7 +97,7 @@ fn rootless_recipe_runs_unchanged() {
 #[test]
 fn strict_recipe_runs_unchanged_where_proc_is_masked() {
     let _state = USER_STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let ctx = recipe_context(&sandbox_dockerfile(false));
+    let ctx = user_context(&sandbox_dockerfile(false));
     let run = recipe(
         As::UserMaskedProc,
         STRICT_RECIPE,
@@ -135,7 +119,7 @@ const STAGES: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\n\
 fn customisations_target_build_args_push_and_tar() {
     let _state = ROOT_STATE.lock().unwrap_or_else(|e| e.into_inner());
     let registry = &bed().registry;
-    let ctx = recipe_context(STAGES);
+    let ctx = user_context(STAGES);
     let env = [("BUILDKITE_BUILD_NUMBER", "417")];
 
     // Target (the broken last stage is not built) and build args.
@@ -207,7 +191,7 @@ fn customisations_target_build_args_push_and_tar() {
 #[test]
 fn debug_recipe_shows_the_daemon_log() {
     let _state = ROOT_STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let ctx = recipe_context(&sandbox_dockerfile(true));
+    let ctx = user_context(&sandbox_dockerfile(true));
     let text = "buildctl-daemonless.sh build \\
   --frontend dockerfile.v0 \\
   --local context=. \\
@@ -225,7 +209,7 @@ fn debug_recipe_shows_the_daemon_log() {
 #[test]
 fn bkd_daemonless_and_global_debug_before_build() {
     let _state = ROOT_STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let ctx = recipe_context(&sandbox_dockerfile(true));
+    let ctx = user_context(&sandbox_dockerfile(true));
     let run = bkd_as(
         As::Root,
         &[
@@ -253,7 +237,7 @@ fn bkd_daemonless_and_global_debug_before_build() {
 
 #[test]
 fn connect_retries_bound_the_readiness_wait() {
-    let ctx = recipe_context(&sandbox_dockerfile(true));
+    let ctx = user_context(&sandbox_dockerfile(true));
     write(
         ctx.path(),
         "silent-buildkitd",
@@ -288,7 +272,7 @@ fn connect_retries_bound_the_readiness_wait() {
 
 #[test]
 fn unsupported_buildctl_input_is_one_clear_line() {
-    let ctx = recipe_context(&sandbox_dockerfile(true));
+    let ctx = user_context(&sandbox_dockerfile(true));
     for (text, code, needle) in [
         (
             "buildctl-daemonless.sh du",

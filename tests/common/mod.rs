@@ -379,6 +379,19 @@ pub fn context() -> tempfile::TempDir {
     dir
 }
 
+/// A string no earlier run has used: the daemons' state persists between
+/// runs, so a Dockerfile carrying it really runs its steps.
+pub fn nonce() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    )
+}
+
 pub const BUSYBOX_STAGE: &str = "FROM scratch AS bb\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n";
 
 pub fn write(dir: &Path, name: &str, text: &str) {

@@ -86,6 +86,15 @@ pub fn user_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A context owned by the test user with busybox and `dockerfile` in it.
+pub fn user_context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = user_dir();
+    std::fs::copy("/bin/busybox", dir.path().join("busybox")).expect("copy busybox");
+    super::write(dir.path(), "Dockerfile", dockerfile);
+    chown_tree(dir.path());
+    dir
+}
+
 /// Gives everything under `path` to the test user.
 pub fn chown_tree(path: &Path) {
     let status = Command::new("chown")
