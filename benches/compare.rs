@@ -101,8 +101,18 @@ fn bkd_bin() -> PathBuf {
 /// Runs a command to completion with stderr in `log`, and measures it with
 /// wait4: the rusage covers the process and the children it reaped.
 fn measure(cmd: &mut Command, log: &Path) -> (Sample, bool) {
-    let err = fs::File::create(log).unwrap_or_else(|e| fail(&format!("{}: {e}", log.display())));
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+    cmd.stdout(Stdio::null());
+    measure_to(cmd, Some(log))
+}
+
+/// [`measure`] with stdout as the caller set it, and stderr in `log` if given.
+fn measure_to(cmd: &mut Command, log: Option<&Path>) -> (Sample, bool) {
+    if let Some(log) = log {
+        let err =
+            fs::File::create(log).unwrap_or_else(|e| fail(&format!("{}: {e}", log.display())));
+        cmd.stderr(err);
+    }
+    cmd.stdin(Stdio::null());
     let started = Instant::now();
     let child = cmd
         .spawn()
@@ -505,12 +515,23 @@ fn rows(bkd: &[Sample], other: &[Sample]) -> Vec<(&'static str, f64, f64)> {
         .collect()
 }
 
-fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, f64, f64)> {
+/// What one workload reports: the side-by-side rows, and rows with one
+/// value (reference points and bkd's own diagnostics).
+struct Report {
+    rows: Vec<(&'static str, f64, f64)>,
+    extras: Vec<(&'static str, f64)>,
+}
+
+fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
+    let mut extras = Vec::new();
     let logs = o.dir.join("logs");
     fs::create_dir_all(&logs).unwrap_or_else(|e| fail(&e.to_string()));
     let log = |t: Tool, i: usize| logs.join(format!("{name}-{}-{i}.log", t.name()));
     let (a, b) = match name {
         "tiny-cold" => {
+            let (ready, stop) = daemon_start_stop(o);
+            extras.push(("buildkitd alone, start to READY s", ready));
+            extras.push(("buildkitd alone, SIGTERM to exit s", stop));
             let ctx = o.dir.join("tiny");
             generate(&ctx, |d| {
                 with_busybox(
@@ -563,7 +584,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
                     big_context
                 },
             );
-            alternate(o.runs, |t, i| {
+            let result = alternate(o.runs, |t, i| {
                 daemon.prune();
                 settle(Some(&ctx));
                 on_daemon(
@@ -571,13 +592,31 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
                     &mut client(t, &daemon.addr, &ctx, &[], &[]),
                     &log(t, i),
                 )
-            })
+            });
+            let floor: Vec<f64> = (0..o.runs)
+                .map(|_| {
+                    settle(Some(&ctx));
+                    pipe_floor(&ctx)
+                })
+                .collect();
+            extras.push((
+                "tar of the same files into a pipe, tar CPU s",
+                median(floor),
+            ));
+            daemon.prune();
+            settle(Some(&ctx));
+            extras.extend(diagnose(
+                daemon,
+                &ctx,
+                &logs.join(format!("{name}-bkd-debug.log")),
+            ));
+            result
         }
         "context-incremental" => {
             let ctx = o.dir.join("context-cold");
             generate(&ctx, big_context);
             let mut round = 0u64;
-            alternate(o.runs, |t, i| {
+            let result = alternate(o.runs, |t, i| {
                 daemon.prune();
                 settle(Some(&ctx));
                 let warm = logs.join(format!("{name}-{}-{i}-first.log", t.name()));
@@ -593,7 +632,28 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
                     &mut client(t, &daemon.addr, &ctx, &[], &[]),
                     &log(t, i),
                 )
-            })
+            });
+            // The same sequence once more for bkd, the second upload with
+            // its debug log.
+            daemon.prune();
+            settle(Some(&ctx));
+            let warm = logs.join(format!("{name}-bkd-debug-first.log"));
+            on_daemon(
+                daemon,
+                &mut client(Tool::Bkd, &daemon.addr, &ctx, &[], &[]),
+                &warm,
+            );
+            for f in 0..10u64 {
+                let path = ctx.join(format!("d{:03}/f000", f * 20));
+                write_file(&path, &fill((round + 1) * 1000 + f, 2048));
+            }
+            settle(Some(&ctx));
+            extras.extend(diagnose(
+                daemon,
+                &ctx,
+                &logs.join(format!("{name}-bkd-debug.log")),
+            ));
+            result
         }
         "export-tar" => {
             let ctx = o.dir.join("export");
@@ -628,11 +688,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
                 cp_times.push(started.elapsed().as_secs_f64());
             }
             let _ = fs::remove_file(&copy);
-            eprintln!(
-                "bench:   cp of the same tar: median {:.3}s",
-                median(cp_times.clone())
-            );
-            CP_MEDIAN.with(|c| c.set(Some(median(cp_times))));
+            extras.push(("cp of the same file, wall s", median(cp_times)));
             result
         }
         "log-heavy" => {
@@ -654,11 +710,120 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Vec<(&'static str, 
         }
         other => fail(&format!("unknown workload {other}")),
     };
-    rows(&a, &b)
+    Report {
+        rows: rows(&a, &b),
+        extras,
+    }
 }
 
-thread_local! {
-    static CP_MEDIAN: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+/// The sending side's floor: CPU of `tar` reading the same files and
+/// writing them into a pipe (to `cat`, so tar cannot tell the output is
+/// discarded and skip reading).
+fn pipe_floor(ctx: &Path) -> f64 {
+    let mut sink = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("cannot run cat: {e}")));
+    let Some(pipe) = sink.stdin.take() else {
+        fail("no pipe to cat")
+    };
+    let mut tar = Command::new("tar");
+    tar.arg("cf").arg("-").arg("-C").arg(ctx).arg(".");
+    tar.stdout(pipe);
+    let (s, ok) = measure_to(&mut tar, None);
+    let _ = sink.wait();
+    if !ok {
+        fail("tar of the context failed");
+    }
+    s.cpu
+}
+
+/// One more bkd run with its debug log, for what it says about the
+/// transfer: how long the file sync of the context took, how long bkd had
+/// data ready that the daemon was not taking yet, and how long the walk
+/// took to announce every entry.
+fn diagnose(daemon: &Daemon, ctx: &Path, log: &Path) -> Vec<(&'static str, f64)> {
+    let mut cmd = client(Tool::Bkd, &daemon.addr, ctx, &[], &[]);
+    cmd.env("BKD_LOG", "bkd=debug");
+    on_daemon(daemon, &mut cmd, log);
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let rest = line.split(&format!(" {key}=")).nth(1)?;
+        rest.trim_start_matches('"')
+            .split(['"', ' '])
+            .next()?
+            .parse()
+            .ok()
+    };
+    // The context's transfer is the one announcing the most entries.
+    let Some(line) = text
+        .lines()
+        .filter(|l| l.contains("file sync done") && l.contains("dir=context"))
+        .max_by_key(|l| field(l, "entries").unwrap_or(0.0) as u64)
+    else {
+        fail(&format!("no file sync summary in {}", log.display()))
+    };
+    let mut out = Vec::new();
+    for (name, key) in [
+        ("bkd debug run: context file sync s", "seconds"),
+        (
+            "bkd debug run: of which bkd waited for the daemon s",
+            "waited_for_daemon_s",
+        ),
+        ("bkd debug run: walk announcing every entry s", "walk_s"),
+    ] {
+        if let Some(v) = field(line, key) {
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+/// buildkitd on its own, as tiny-cold spawns it (privileged, default
+/// state dir): the median time from exec to its READY notification, and
+/// from SIGTERM to its exit.
+fn daemon_start_stop(o: &Options) -> (f64, f64) {
+    let dir = o.dir.join("alone");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&e.to_string()));
+    let (mut ready, mut stop) = (Vec::new(), Vec::new());
+    for _ in 0..o.runs {
+        let notify_path = dir.join("notify.sock");
+        let _ = fs::remove_file(&notify_path);
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)
+            .unwrap_or_else(|e| fail(&format!("{}: {e}", notify_path.display())));
+        let _ = notify.set_read_timeout(Some(Duration::from_secs(60)));
+        let sock = dir.join("buildkitd.sock");
+        settle(None);
+        let started = Instant::now();
+        let mut child = Command::new("buildkitd")
+            .arg("--addr")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--otel-socket-path")
+            .arg(dir.join("otel.sock"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("cannot start buildkitd: {e}")));
+        let mut buf = [0u8; 512];
+        loop {
+            match notify.recv(&mut buf) {
+                Ok(n) if String::from_utf8_lossy(&buf[..n]).contains("READY=1") => break,
+                Ok(_) => {}
+                Err(e) => fail(&format!("buildkitd sent no READY: {e}")),
+            }
+        }
+        ready.push(started.elapsed().as_secs_f64());
+        let stopping = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+        stop.push(stopping.elapsed().as_secs_f64());
+    }
+    let _ = fs::remove_dir_all(&dir);
+    (median(ready), median(stop))
 }
 
 fn command_text(program: &str, args: &[&str]) -> String {
@@ -737,7 +902,8 @@ fn main() {
     let _ = writeln!(table, "|---|---|---:|---:|---:|");
     for w in selected {
         eprintln!("bench: {} — {}", w.name, w.about);
-        for (metric, a, b) in run_workload(w.name, &o, &daemon) {
+        let report = run_workload(w.name, &o, &daemon);
+        for (metric, a, b) in report.rows {
             let ratio = if b > 0.0 {
                 format!("{:.2}", a / b)
             } else {
@@ -749,13 +915,8 @@ fn main() {
                 w.name
             );
         }
-        if w.name == "export-tar" {
-            if let Some(cp) = CP_MEDIAN.with(|c| c.get()) {
-                let _ = writeln!(
-                    table,
-                    "| export-tar | cp of the same file, wall s | {cp:.3} | | |"
-                );
-            }
+        for (metric, v) in report.extras {
+            let _ = writeln!(table, "| {} | {metric} | {v:.3} | | |", w.name);
         }
     }
     drop(daemon);

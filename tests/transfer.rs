@@ -72,6 +72,7 @@ fn every_file_arrives_byte_identical() {
     let ctx = context();
     let src = ctx.path().join("src");
     const MIB: usize = 1 << 20;
+    const CHUNK: usize = bkd::session::filesync::CHUNK_SIZE;
     let sizes = [
         0,
         1,
@@ -80,6 +81,13 @@ fn every_file_arrives_byte_identical() {
         32 * 1024 - 1,
         32 * 1024,
         32 * 1024 + 1,
+        // Files up to 64 KiB are read where their request arrives.
+        64 * 1024,
+        64 * 1024 + 1,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        2 * CHUNK + 3,
         MIB - 1,
         MIB,
         MIB + 1,
@@ -105,7 +113,7 @@ fn every_file_arrives_byte_identical() {
 
     let sent = files(&src);
     let received = tar_files(&out, "src/");
-    assert_eq!(sent.len(), 2012);
+    assert_eq!(sent.len(), 2018);
     assert_eq!(
         sent.keys().collect::<Vec<_>>(),
         received.keys().collect::<Vec<_>>(),

@@ -7,10 +7,14 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_util::Stream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataMap;
@@ -23,7 +27,7 @@ use crate::proto::moby::filesync::v1::file_sync_server::{FileSync, FileSyncServe
 
 /// Size of one DATA packet. Far below the 16 MiB message limit, large enough
 /// that per-packet costs vanish next to the copy itself.
-pub const CHUNK_SIZE: usize = 1 << 20;
+pub const CHUNK_SIZE: usize = 256 << 10;
 /// Files up to this size are read where their request arrives.
 const INLINE_MAX: u64 = 64 * 1024;
 /// Files read at once per transfer.
@@ -102,7 +106,139 @@ pub fn query_unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-type PacketTx = mpsc::Sender<Result<Packet, Status>>;
+/// Packets queued at once per transfer. Most packets of a large context are
+/// STATs of a hundred bytes or so, and a short queue makes the walk wait on
+/// every hand-over to the connection.
+const QUEUE_PACKETS: usize = 1024;
+/// Content bytes queued at once per transfer.
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// A queued packet, holding its share of the content budget until the
+/// connection takes it.
+type Queued = (Result<Packet, Status>, Option<OwnedSemaphorePermit>);
+
+/// The packet queue of one transfer, with what went through it and how
+/// long bkd had packets ready that the daemon was not taking yet (at least
+/// one sender waiting on a full queue). A transfer that waits most of its
+/// time is paced by the daemon, not by bkd.
+#[derive(Clone)]
+struct PacketTx {
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<Semaphore>,
+    stats: Arc<Mutex<TransferStats>>,
+}
+
+#[derive(Default)]
+struct TransferStats {
+    bytes: u64,
+    files: u64,
+    /// Senders now waiting on a full queue, and since when one has been.
+    waiting: usize,
+    since: Option<Instant>,
+    waited: Duration,
+    /// How long the walk took to announce every entry.
+    walk: Duration,
+    entries: u64,
+}
+
+/// The queue's receiving end, as the response stream.
+pub struct PacketStream {
+    rx: mpsc::Receiver<Queued>,
+}
+
+impl Stream for PacketStream {
+    type Item = Result<Packet, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // The permit is released here, as the connection takes the packet.
+        self.rx.poll_recv(cx).map(|q| q.map(|(p, _permit)| p))
+    }
+}
+
+fn packet_queue() -> (PacketTx, PacketStream) {
+    let (tx, rx) = mpsc::channel(QUEUE_PACKETS);
+    let tx = PacketTx {
+        tx,
+        budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
+        stats: Arc::default(),
+    };
+    (tx, PacketStream { rx })
+}
+
+/// The budget a packet takes: its content, at most the whole budget.
+fn cost(p: &Packet) -> u32 {
+    p.data.len().min(QUEUE_BYTES) as u32
+}
+
+impl PacketTx {
+    fn count(&self, p: &Packet) {
+        if p.r#type == PacketType::PacketData as i32 {
+            if let Ok(mut s) = self.stats.lock() {
+                if p.data.is_empty() {
+                    s.files += 1;
+                } else {
+                    s.bytes += p.data.len() as u64;
+                }
+            }
+        }
+    }
+
+    fn wait_starts(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            if s.waiting == 0 {
+                s.since = Some(Instant::now());
+            }
+            s.waiting += 1;
+        }
+    }
+
+    fn wait_ends(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.waiting = s.waiting.saturating_sub(1);
+            if s.waiting == 0 {
+                if let Some(since) = s.since.take() {
+                    s.waited += since.elapsed();
+                }
+            }
+        }
+    }
+
+    /// Queues a packet, waiting for room in the queue and in the content
+    /// budget; `Err` when the receiver went away.
+    async fn send(&self, p: Packet) -> Result<(), ()> {
+        self.count(&p);
+        let n = cost(&p);
+        let permit = if n == 0 {
+            None
+        } else {
+            Some(match self.budget.clone().try_acquire_many_owned(n) {
+                Ok(permit) => permit,
+                Err(TryAcquireError::Closed) => return Err(()),
+                Err(TryAcquireError::NoPermits) => {
+                    self.wait_starts();
+                    let permit = self.budget.clone().acquire_many_owned(n).await;
+                    self.wait_ends();
+                    permit.map_err(|_| ())?
+                }
+            })
+        };
+        match self.tx.try_send((Ok(p), permit)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+            Err(mpsc::error::TrySendError::Full(q)) => {
+                self.wait_starts();
+                let sent = self.tx.send(q).await.map_err(|_| ());
+                self.wait_ends();
+                sent
+            }
+        }
+    }
+
+    /// [`send`](Self::send) from a blocking thread.
+    fn blocking_send(&self, p: Packet) -> Result<(), ()> {
+        tokio::runtime::Handle::current().block_on(self.send(p))
+    }
+}
 
 fn packet(kind: PacketType) -> Packet {
     Packet {
@@ -120,7 +256,7 @@ fn err_packet(msg: &str) -> Packet {
 
 #[tonic::async_trait]
 impl FileSync for FileSyncService {
-    type DiffCopyStream = ReceiverStream<Result<Packet, Status>>;
+    type DiffCopyStream = PacketStream;
 
     async fn diff_copy(
         &self,
@@ -143,14 +279,28 @@ impl FileSync for FileSyncService {
         };
         tracing::debug!(dir = %name, root = %root.display(), ?filter, "file sync requested");
         let inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, stream) = packet_queue();
         tokio::spawn(async move {
+            let started = Instant::now();
             if let Err(e) = send_dir(root, filter, inbound, tx.clone()).await {
                 tracing::debug!(dir = %name, error = %e, "file sync ended with an error");
-                let _ = tx.send(Ok(err_packet(&e))).await;
+                let _ = tx.send(err_packet(&e)).await;
+                return;
+            }
+            if let Ok(s) = tx.stats.lock() {
+                tracing::debug!(
+                    dir = %name,
+                    entries = s.entries,
+                    walk_s = format!("{:.3}", s.walk.as_secs_f64()),
+                    files = s.files,
+                    bytes = s.bytes,
+                    seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+                    waited_for_daemon_s = format!("{:.3}", s.waited.as_secs_f64()),
+                    "file sync done"
+                );
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(stream))
     }
 
     type TarStreamStream = ReceiverStream<Result<Packet, Status>>;
@@ -212,11 +362,11 @@ async fn send_dir(
                         let data = read_small(&path, size)?;
                         let closed = || "receiver closed the transfer early".to_string();
                         if !data.is_empty() {
-                            tx.send(Ok(data_packet(p.id, data)))
+                            tx.send(data_packet(p.id, data))
                                 .await
                                 .map_err(|_| closed())?;
                         }
-                        tx.send(Ok(data_packet(p.id, Vec::new())))
+                        tx.send(data_packet(p.id, Vec::new()))
                             .await
                             .map_err(|_| closed())?;
                         continue;
@@ -228,7 +378,7 @@ async fn send_dir(
                 Ok(PacketType::PacketFin) => {
                     // The receiver has everything it asked for.
                     drop(req_tx);
-                    let _ = tx.send(Ok(packet(PacketType::PacketFin))).await;
+                    let _ = tx.send(packet(PacketType::PacketFin)).await;
                     return Ok(());
                 }
                 Ok(PacketType::PacketErr) => {
@@ -268,6 +418,7 @@ fn walk_and_announce(
     offered: &Offered,
     tx: &PacketTx,
 ) -> Result<(), String> {
+    let started = Instant::now();
     let mut id: u32 = 0;
     let mut stopped = false;
     let res = walk(root, filter, |entry: WalkEntry| {
@@ -282,7 +433,7 @@ fn walk_and_announce(
             stat: Some(entry.stat),
             ..packet(PacketType::PacketStat)
         };
-        if tx.blocking_send(Ok(p)).is_err() {
+        if tx.blocking_send(p).is_err() {
             stopped = true;
             return false;
         }
@@ -292,7 +443,11 @@ fn walk_and_announce(
         return Ok(());
     }
     res.map_err(|e| e.to_string())?;
-    let _ = tx.blocking_send(Ok(packet(PacketType::PacketStat)));
+    let _ = tx.blocking_send(packet(PacketType::PacketStat));
+    if let Ok(mut s) = tx.stats.lock() {
+        s.walk = started.elapsed();
+        s.entries = u64::from(id);
+    }
     Ok(())
 }
 
@@ -317,14 +472,13 @@ fn read_loop(rx: &Mutex<std::sync::mpsc::Receiver<(u32, PathBuf, u64)>>, tx: &Pa
 /// exceeds the size announced in its STAT, so a growing file is cut there.
 fn send_file(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<(), ()> {
     if let Err(message) = send_content(id, path, size, tx)? {
-        let _ = tx.blocking_send(Ok(err_packet(&message)));
+        let _ = tx.blocking_send(err_packet(&message));
         return Err(());
     }
-    tx.blocking_send(Ok(Packet {
+    tx.blocking_send(Packet {
         id,
         ..packet(PacketType::PacketData)
-    }))
-    .map_err(|_| ())
+    })
 }
 
 /// The DATA packets of one file: `Err(())` when the receiver went away,
@@ -342,8 +496,7 @@ fn send_content(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<Result
             Err(message) => return Ok(Err(message)),
         };
         remaining -= chunk.len() as u64;
-        tx.blocking_send(Ok(data_packet(id, chunk)))
-            .map_err(|_| ())?;
+        tx.blocking_send(data_packet(id, chunk))?;
     }
     Ok(Ok(()))
 }

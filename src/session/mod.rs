@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::service::Routes;
 use tonic::transport::Channel;
@@ -83,6 +82,8 @@ pub struct Session {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), SessionError>>,
     staged: StagedOutputs,
+    tunnel: Arc<tunnel::TunnelStats>,
+    opened: std::time::Instant,
 }
 
 impl Session {
@@ -92,8 +93,8 @@ impl Session {
         mut client: ControlClient<Channel>,
         spec: SessionSpec,
     ) -> Result<Session, SessionError> {
-        let (out_tx, out_rx) = mpsc::channel(8);
-        let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
+        let (outbound, outgoing) = tunnel::outgoing();
+        let mut request = tonic::Request::new(outgoing);
         let md = request.metadata_mut();
         let value = |s: &str| {
             MetadataValue::try_from(s)
@@ -127,13 +128,16 @@ impl Session {
             .await
             .map_err(|s| SessionError::Open(s.message().to_string()))?
             .into_inner();
-        let io = tunnel::TunnelIo::new(inbound, out_tx);
+        let io = tunnel::TunnelIo::new(inbound, outbound);
+        let tunnel = io.stats();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let task = tokio::spawn(serve(io, routes, shutdown_rx));
         Ok(Session {
             shutdown: Some(shutdown_tx),
             task,
             staged,
+            tunnel,
+            opened: std::time::Instant::now(),
         })
     }
 
@@ -144,6 +148,13 @@ impl Session {
 
     /// Ends the session and closes the stream.
     pub async fn close(mut self) -> Result<(), SessionError> {
+        tracing::debug!(
+            open_s = format!("{:.3}", self.opened.elapsed().as_secs_f64()),
+            bytes_out = self.tunnel.bytes_out(),
+            messages_out = self.tunnel.messages_out(),
+            waited_for_daemon_s = format!("{:.3}", self.tunnel.waited().as_secs_f64()),
+            "session tunnel totals"
+        );
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
