@@ -728,10 +728,14 @@ fn pipe_floor(ctx: &Path) -> f64 {
     let Some(pipe) = sink.stdin.take() else {
         fail("no pipe to cat")
     };
-    let mut tar = Command::new("tar");
-    tar.arg("cf").arg("-").arg("-C").arg(ctx).arg(".");
-    tar.stdout(pipe);
-    let (s, ok) = measure_to(&mut tar, None);
+    let (s, ok) = {
+        let mut tar = Command::new("tar");
+        tar.arg("cf").arg("-").arg("-C").arg(ctx).arg(".");
+        tar.stdout(pipe);
+        measure_to(&mut tar, None)
+        // The command holds the pipe's write end until it is dropped here;
+        // only then does cat see the end.
+    };
     let _ = sink.wait();
     if !ok {
         fail("tar of the context failed");
