@@ -605,11 +605,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             ));
             daemon.prune();
             settle(Some(&ctx));
-            extras.extend(diagnose(
-                daemon,
-                &ctx,
-                &logs.join(format!("{name}-bkd-debug.log")),
-            ));
+            extras.extend(diagnose(daemon, &ctx, &logs, name));
             result
         }
         "context-incremental" => {
@@ -617,16 +613,9 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             generate(&ctx, big_context);
             let mut round = 0u64;
             let result = alternate(o.runs, |t, i| {
-                daemon.prune();
-                settle(Some(&ctx));
                 let warm = logs.join(format!("{name}-{}-{i}-first.log", t.name()));
-                on_daemon(daemon, &mut client(t, &daemon.addr, &ctx, &[], &[]), &warm);
                 round += 1;
-                for f in 0..10u64 {
-                    let path = ctx.join(format!("d{:03}/f000", f * 20));
-                    write_file(&path, &fill(round * 1000 + f, 2048));
-                }
-                settle(Some(&ctx));
+                upload_then_change(daemon, t, &ctx, &warm, round);
                 on_daemon(
                     daemon,
                     &mut client(t, &daemon.addr, &ctx, &[], &[]),
@@ -635,24 +624,9 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             });
             // The same sequence once more for bkd, the second upload with
             // its debug log.
-            daemon.prune();
-            settle(Some(&ctx));
             let warm = logs.join(format!("{name}-bkd-debug-first.log"));
-            on_daemon(
-                daemon,
-                &mut client(Tool::Bkd, &daemon.addr, &ctx, &[], &[]),
-                &warm,
-            );
-            for f in 0..10u64 {
-                let path = ctx.join(format!("d{:03}/f000", f * 20));
-                write_file(&path, &fill((round + 1) * 1000 + f, 2048));
-            }
-            settle(Some(&ctx));
-            extras.extend(diagnose(
-                daemon,
-                &ctx,
-                &logs.join(format!("{name}-bkd-debug.log")),
-            ));
+            upload_then_change(daemon, Tool::Bkd, &ctx, &warm, round + 1);
+            extras.extend(diagnose(daemon, &ctx, &logs, name));
             result
         }
         "export-tar" => {
@@ -716,6 +690,19 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
     }
 }
 
+/// The first upload of `ctx` into a pruned daemon, then 10 files changed
+/// (contents from `seed`), ready for the measured second upload.
+fn upload_then_change(daemon: &Daemon, tool: Tool, ctx: &Path, log: &Path, seed: u64) {
+    daemon.prune();
+    settle(Some(ctx));
+    on_daemon(daemon, &mut client(tool, &daemon.addr, ctx, &[], &[]), log);
+    for f in 0..10u64 {
+        let path = ctx.join(format!("d{:03}/f000", f * 20));
+        write_file(&path, &fill(seed * 1000 + f, 2048));
+    }
+    settle(Some(ctx));
+}
+
 /// The sending side's floor: CPU of `tar` reading the same files and
 /// writing them into a pipe (to `cat`, so tar cannot tell the output is
 /// discarded and skip reading).
@@ -747,11 +734,12 @@ fn pipe_floor(ctx: &Path) -> f64 {
 /// transfer: how long the file sync of the context took, how long bkd had
 /// data ready that the daemon was not taking yet, and how long the walk
 /// took to announce every entry.
-fn diagnose(daemon: &Daemon, ctx: &Path, log: &Path) -> Vec<(&'static str, f64)> {
+fn diagnose(daemon: &Daemon, ctx: &Path, logs: &Path, workload: &str) -> Vec<(&'static str, f64)> {
+    let log = logs.join(format!("{workload}-bkd-debug.log"));
     let mut cmd = client(Tool::Bkd, &daemon.addr, ctx, &[], &[]);
     cmd.env("BKD_LOG", "bkd=debug");
-    on_daemon(daemon, &mut cmd, log);
-    let text = fs::read_to_string(log).unwrap_or_default();
+    on_daemon(daemon, &mut cmd, &log);
+    let text = fs::read_to_string(&log).unwrap_or_default();
     let field = |line: &str, key: &str| -> Option<f64> {
         let rest = line.split(&format!(" {key}=")).nth(1)?;
         rest.trim_start_matches('"')
