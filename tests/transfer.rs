@@ -109,9 +109,39 @@ fn every_file_arrives_byte_identical() {
     }
     write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY src /src\n");
     let out = ctx.path().join("out.tar");
-    bkd(&["build", "-o", &tar_output(&out), "."], ctx.path()).assert_ok();
+    let run = bkd_env(
+        &["build", "-o", &tar_output(&out), "."],
+        ctx.path(),
+        &[("BKD_LOG", "bkd=debug")],
+    );
+    run.assert_ok();
 
     let sent = files(&src);
+    // The transfer's own account, which the benchmark harness reads: every
+    // file of the context's transfer (the COPY's source, src/) and its bytes.
+    let summary = run
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("file sync done") && l.contains("dir=context"))
+        .find(|l| !l.contains(" files=0 "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no transfer summary:\n{}", run.stderr()));
+    let field = |key: &str| -> f64 {
+        summary
+            .split(&format!(" {key}="))
+            .nth(1)
+            .and_then(|v| v.trim_start_matches('"').split(['"', ' ']).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {summary}"))
+    };
+    assert_eq!(field("files") as usize, sent.len(), "{summary}");
+    let total: usize = sent.values().map(Vec::len).sum();
+    assert_eq!(field("bytes") as usize, total, "{summary}");
+    assert!(
+        field("waited_for_daemon_s") <= field("seconds"),
+        "{summary}"
+    );
+    assert!(field("walk_s") <= field("seconds"), "{summary}");
     let received = tar_files(&out, "src/");
     assert_eq!(sent.len(), 2018);
     assert_eq!(
