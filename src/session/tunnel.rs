@@ -358,6 +358,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dropping_the_tunnel_ends_the_stream_after_what_was_written() {
+        // The connection is dropped when the session closes: the daemon
+        // must see bkd's half end, or it keeps the session open.
+        let (mut io, mut messages) = pair();
+        io.write_all(b"bye").await.unwrap();
+        drop(io);
+        assert_eq!(messages.next().await.unwrap().data.as_ref(), b"bye");
+        let end = tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
+        assert!(matches!(end, Ok(None)), "the stream must end");
+    }
+
+    #[tokio::test]
     async fn shutdown_ends_the_stream_after_what_was_written() {
         let (mut io, mut messages) = pair();
         io.write_all(b"last words").await.unwrap();
