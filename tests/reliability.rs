@@ -277,6 +277,73 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_at_dest() {
 }
 
 #[test]
+fn a_daemon_behind_addr_killed_mid_build_is_reported_at_once() {
+    let mut daemon = PrivateDaemon::start();
+    let ctx = context();
+    let seconds = format!("61{}", std::process::id() % 1000);
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"sleep\",\"{seconds}\"]\n"),
+    );
+    let stderr_path = ctx.path().join("stderr");
+    let mut child = Command::new("timeout")
+        .args([
+            "120",
+            env!("CARGO_BIN_EXE_bkd"),
+            "build",
+            "--addr",
+            &daemon.addr,
+            ".",
+        ])
+        .current_dir(ctx.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("start bkd");
+    let step = format!("sleep {seconds}");
+    let running = wait_for(Duration::from_secs(60), || {
+        !processes_matching(&step).is_empty()
+    });
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(running, "the step never started:\n{}", stderr());
+    let killed = Instant::now();
+    daemon.child.kill().expect("kill buildkitd");
+    let _ = daemon.child.wait();
+    let status = child.wait().expect("wait for bkd");
+    let took = killed.elapsed();
+    // The step's container outlives a SIGKILLed daemon: not bkd's to clean up
+    // when it does not own the daemon, but the test's.
+    for p in processes_matching(&step) {
+        if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+            // SAFETY: signalling the leftover step process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let run = Run {
+        cmd: "bkd build --addr PRIVATE .".into(),
+        cwd: ctx.path().to_path_buf(),
+        out: std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: stderr().into_bytes(),
+        },
+    };
+    assert_ne!(run.code(), Some(124), "bkd hung\n{}", run.explain());
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}\n{}",
+        run.explain()
+    );
+    assert_fails(
+        &run,
+        4,
+        &format!("lost the connection to buildkitd at {}", daemon.addr),
+    );
+}
+
+#[test]
 fn a_closed_stdout_ends_the_build_without_a_panic() {
     let ctx = context();
     write(

@@ -537,3 +537,69 @@ pub fn tar_file(path: &Path, name: &str) -> Option<Vec<u8>> {
 pub fn tar_output(dest: &Path) -> String {
     format!("type=tar,dest={}", dest.display())
 }
+
+/// A buildkitd of the test's own, on a fresh state dir, for builds that
+/// must not find anything cached; stopped when dropped.
+pub struct PrivateDaemon {
+    pub child: std::process::Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateDaemon {
+    pub fn start() -> PrivateDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("bkd-private-daemon-")
+            .tempdir()
+            .expect("temp dir");
+        let addr = format!("unix://{}", dir.path().join("buildkitd.sock").display());
+        let log = std::fs::File::create(dir.path().join("buildkitd.log")).expect("log");
+        let child = Command::new("buildkitd")
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .args(["--addr", &addr])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start buildkitd");
+        let daemon = PrivateDaemon {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !daemon.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "private buildkitd not ready in 60s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        daemon
+    }
+
+    pub fn ready(&self) -> bool {
+        Command::new("buildctl")
+            .args(["--addr", &self.addr, "debug", "workers"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child this value owns.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
