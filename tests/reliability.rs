@@ -182,17 +182,7 @@ fn a_registry_killed_mid_push_fails_naming_it() {
         "type=image,name={}/big:1,push=true,compression=uncompressed",
         registry.addr
     );
-    let bed = bed();
-    let out_dir = tempfile::tempdir().expect("out dir");
-    let stderr_path = out_dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bkd"))
-        .args(["build", "--addr", &bed.addr, "-o", &output, "."])
-        .current_dir(ctx.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("start bkd");
+    let build = Background::start(&bed().addr, &["-o", &output], ctx.path());
     // Killed as soon as the first blob upload begins.
     let uploads = registry
         .storage()
@@ -200,24 +190,88 @@ fn a_registry_killed_mid_push_fails_naming_it() {
     let started = wait_for(Duration::from_secs(90), || uploads.exists());
     registry.kill();
     assert!(started, "the push never started");
-    let killed = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if killed.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("bkd still running 60 s after the registry died");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let run = build.finish(Duration::from_secs(60));
+    assert_eq!(run.code(), Some(1), "{}", run.explain());
+    let stderr = run.stderr();
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: ") && last.contains(&registry.addr),
-        "{stderr}"
+        "{}",
+        run.explain()
     );
+}
+
+/// Kills the processes whose command line holds this text when dropped.
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for p in processes_matching(&self.0) {
+            if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+                // SAFETY: signalling a leftover process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// bkd building in the background against `addr`, its stderr in a file.
+struct Background {
+    child: std::process::Child,
+    args: Vec<String>,
+    cwd: std::path::PathBuf,
+    out: tempfile::TempDir,
+}
+
+impl Background {
+    fn start(addr: &str, extra: &[&str], cwd: &Path) -> Background {
+        let out = tempfile::tempdir().expect("out dir");
+        let mut args = vec!["build".to_string(), "--addr".into(), addr.into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push(".".into());
+        let child = Command::new(env!("CARGO_BIN_EXE_bkd"))
+            .args(&args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(out.path().join("stderr")).expect("stderr file"))
+            .spawn()
+            .expect("start bkd");
+        Background {
+            child,
+            args,
+            cwd: cwd.to_path_buf(),
+            out,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Waits for bkd to end; kills it and fails the test after `limit`.
+    fn finish(mut self, limit: Duration) -> Run {
+        let since = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if since.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("bkd still running after {limit:?}:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Run {
+            cmd: format!("bkd {}", self.args.join(" ")),
+            cwd: self.cwd.clone(),
+            out: std::process::Output {
+                status,
+                stdout: Vec::new(),
+                stderr: self.stderr().into_bytes(),
+            },
+        }
+    }
 }
 
 /// A 512 KiB tmpfs, unmounted on drop.
@@ -286,56 +340,18 @@ fn a_daemon_behind_addr_killed_mid_build_is_reported_at_once() {
         "Dockerfile",
         &format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"sleep\",\"{seconds}\"]\n"),
     );
-    let stderr_path = ctx.path().join("stderr");
-    let mut child = Command::new("timeout")
-        .args([
-            "120",
-            env!("CARGO_BIN_EXE_bkd"),
-            "build",
-            "--addr",
-            &daemon.addr,
-            ".",
-        ])
-        .current_dir(ctx.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("start bkd");
+    let build = Background::start(&daemon.addr, &[], ctx.path());
     let step = format!("sleep {seconds}");
+    // The step's container outlives a SIGKILLed daemon: not bkd's to clean
+    // up when it does not own the daemon, but the test's, pass or fail.
+    let _leftover = KillOnDrop(step.clone());
     let running = wait_for(Duration::from_secs(60), || {
         !processes_matching(&step).is_empty()
     });
-    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    assert!(running, "the step never started:\n{}", stderr());
-    let killed = Instant::now();
+    assert!(running, "the step never started:\n{}", build.stderr());
     daemon.child.kill().expect("kill buildkitd");
     let _ = daemon.child.wait();
-    let status = child.wait().expect("wait for bkd");
-    let took = killed.elapsed();
-    // The step's container outlives a SIGKILLed daemon: not bkd's to clean up
-    // when it does not own the daemon, but the test's.
-    for p in processes_matching(&step) {
-        if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
-            // SAFETY: signalling the leftover step process this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    let run = Run {
-        cmd: "bkd build --addr PRIVATE .".into(),
-        cwd: ctx.path().to_path_buf(),
-        out: std::process::Output {
-            status,
-            stdout: Vec::new(),
-            stderr: stderr().into_bytes(),
-        },
-    };
-    assert_ne!(run.code(), Some(124), "bkd hung\n{}", run.explain());
-    assert!(
-        took < Duration::from_secs(10),
-        "took {took:?}\n{}",
-        run.explain()
-    );
+    let run = build.finish(Duration::from_secs(10));
     assert_fails(
         &run,
         4,

@@ -543,7 +543,7 @@ pub fn tar_output(dest: &Path) -> String {
 pub struct PrivateDaemon {
     pub child: std::process::Child,
     pub addr: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PrivateDaemon {
@@ -562,11 +562,7 @@ impl PrivateDaemon {
             .stderr(log)
             .spawn()
             .expect("start buildkitd");
-        let daemon = PrivateDaemon {
-            child,
-            addr,
-            _dir: dir,
-        };
+        let daemon = PrivateDaemon { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !daemon.ready() {
             assert!(
@@ -593,13 +589,31 @@ impl Drop for PrivateDaemon {
         // SAFETY: signalling the child this value owns.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        unmount_below(self.dir.path());
+    }
+}
+
+/// Detaches every mount below `dir`, deepest first: a daemon that was
+/// killed leaves its snapshot mounts behind, and the directory cannot be
+/// removed while they are there.
+pub fn unmount_below(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).status();
     }
 }
