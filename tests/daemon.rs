@@ -379,6 +379,9 @@ fn a_daemon_killed_mid_build_is_reported_at_once() {
         "{err}"
     );
     assert_nothing_left("sleep 8353");
+    // The killed daemon's snapshot mounts stay (in a pod they go with it);
+    // the test bed is long-lived, so they are taken down here.
+    unmount_below(ctx.path());
 }
 
 #[test]
