@@ -379,9 +379,19 @@ fn a_daemon_killed_mid_build_is_reported_at_once() {
         "{err}"
     );
     assert_nothing_left("sleep 8353");
-    // The killed daemon's snapshot mounts stay (in a pod they go with it);
-    // the test bed is long-lived, so they are taken down here.
+    // The killed daemon's snapshot mounts (the step's rootfs among them)
+    // are detached by bkd's guardian, not left on the host.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&format!(" {root}/")))
+        .collect();
+    // Taken down either way: the test bed is long-lived.
     unmount_below(ctx.path());
+    assert!(
+        left.is_empty(),
+        "mounts left below the state dir: {left:#?}"
+    );
 }
 
 #[test]
@@ -546,4 +556,88 @@ fn target_and_push_work_in_every_mode() {
         );
         assert_nothing_left(&root);
     }
+}
+
+/// An overlay mount at `point`, its layers in `dir`.
+fn mount_overlay(dir: &Path, point: &Path) {
+    for d in ["lower", "upper", "work"] {
+        std::fs::create_dir_all(dir.join(d)).expect("layer dir");
+    }
+    std::fs::create_dir_all(point).expect("mount point");
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dir.join("lower").display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    let status = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(point)
+        .status()
+        .expect("mount (the tests run as root)");
+    assert!(status.success(), "mount overlay on {}", point.display());
+}
+
+fn is_mounted(point: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(&point.display().to_string()))
+}
+
+/// Runs the guardian on `state` over a daemon that exits on its own at once
+/// (its control pipe stays open, as while bkd runs).
+fn guard_over(state: &Path) {
+    let mut guardian = std::process::Command::new(env!("CARGO_BIN_EXE_bkd"))
+        .arg("__bkd-guard")
+        .arg("100")
+        .arg(state)
+        .args(["--", "/bin/true"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the guardian");
+    let control = guardian.stdin.take();
+    let status = guardian.wait().expect("wait for the guardian");
+    drop(control);
+    assert!(status.success(), "guardian: {status}");
+}
+
+#[test]
+fn the_guardian_detaches_overlays_left_below_its_state_dir_unless_another_daemon_holds_it() {
+    use std::os::fd::AsRawFd;
+    let work = tempfile::tempdir().expect("temp dir");
+    let state = work.path().join("state");
+    let point = state.join("runc-overlayfs/executor/x/rootfs");
+    let volume = state.join("volume");
+    mount_overlay(&work.path().join("layers"), &point);
+    std::fs::create_dir_all(&volume).expect("volume dir");
+    let tmpfs = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&volume)
+        .status()
+        .expect("mount tmpfs");
+    assert!(tmpfs.success());
+    let lock = std::fs::File::create(state.join("buildkitd.lock")).expect("lock file");
+
+    // Another daemon holds the state dir: its mounts are not ours to touch.
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    guard_over(&state);
+    let kept = is_mounted(&point);
+    // SAFETY: as above.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
+
+    guard_over(&state);
+    let detached = !is_mounted(&point);
+    let volume_kept = is_mounted(&volume);
+    unmount_below(work.path());
+    assert!(
+        kept,
+        "an overlay under a state dir locked by another daemon was detached"
+    );
+    assert!(
+        detached,
+        "the overlay left below the state dir is still mounted"
+    );
+    assert!(volume_kept, "a mount that is not an overlay was detached");
 }

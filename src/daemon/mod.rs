@@ -192,7 +192,7 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
         .mode
         .is_rootless()
         .then(|| run_dir.path().to_path_buf());
-    let child = Child::spawn(&args, plan.stop_timeout, |cmd| {
+    let child = Child::spawn(&args, plan.stop_timeout, &plan.root, |cmd| {
         cmd.stdout(log)
             .stderr(log_err)
             .env("NOTIFY_SOCKET", &notify_path);

@@ -44,9 +44,13 @@ impl Child {
     /// Starts the guardian, which starts `argv`. The guardian inherits
     /// stdout/stderr (the daemon log) and the environment from `cmd`
     /// settings applied by `configure`.
+    /// Once the daemon is gone, the guardian detaches the overlay mounts
+    /// it left below `state_dir` (a killed daemon leaves its snapshot
+    /// mounts; in a pod they go with the pod, on a host they would stay).
     pub fn spawn(
         argv: &[String],
         grace: Duration,
+        state_dir: &std::path::Path,
         configure: impl FnOnce(&mut Command),
     ) -> std::io::Result<Child> {
         use std::os::unix::process::CommandExt;
@@ -62,6 +66,7 @@ impl Child {
         let mut cmd = Command::new(exe);
         cmd.arg(GUARD_ARG)
             .arg(grace.as_millis().to_string())
+            .arg(state_dir)
             .arg("--")
             .args(argv)
             .stdin(Stdio::from(read_end))
@@ -143,16 +148,18 @@ impl Drop for Child {
     }
 }
 
-/// The guardian's main: `GRACE_MS -- ARGV...`. Runs before any thread
-/// exists in its process. Returns the exit code, or ends by the daemon's
-/// own terminating signal so bkd sees the daemon's status.
+/// The guardian's main: `GRACE_MS STATE_DIR -- ARGV...`. Runs before any
+/// thread exists in its process. Returns the exit code, or ends by the
+/// daemon's own terminating signal so bkd sees the daemon's status.
 pub fn run_guard(args: &[String]) -> i32 {
-    let (grace, argv) = match args {
-        [grace, sep, argv @ ..] if sep == "--" && !argv.is_empty() => match grace.parse::<u64>() {
-            Ok(ms) => (Duration::from_millis(ms), argv),
-            Err(_) => return guard_fail("bad grace period"),
-        },
-        _ => return guard_fail("usage: GRACE_MS -- COMMAND..."),
+    let (grace, state_dir, argv) = match args {
+        [grace, state_dir, sep, argv @ ..] if sep == "--" && !argv.is_empty() => {
+            match grace.parse::<u64>() {
+                Ok(ms) => (Duration::from_millis(ms), state_dir, argv),
+                Err(_) => return guard_fail("bad grace period"),
+            }
+        }
+        _ => return guard_fail("usage: GRACE_MS STATE_DIR -- COMMAND..."),
     };
     if let Err(e) = become_subreaper() {
         return guard_fail(&format!("cannot become a subreaper: {e}"));
@@ -218,6 +225,7 @@ pub fn run_guard(args: &[String]) -> i32 {
         status = reap_all(daemon);
     }
     kill_descendants(Duration::from_secs(5));
+    detach_overlays_below(std::path::Path::new(state_dir));
     let status = status.unwrap_or(0);
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
@@ -335,6 +343,84 @@ fn kill_descendants(limit: Duration) {
 }
 
 /// Direct children of this process, read from /proc.
+/// Detaches the overlay mounts below `dir` that this process can see,
+/// deepest first. Only overlays (snapshots) are touched, never `dir`
+/// itself or other mounts below it, which may be volumes someone put there.
+/// Rootless daemons mount in their own namespace, gone with them, so there
+/// is nothing to see. Done only while holding the state dir's lock: if
+/// another buildkitd holds it (this one lost a race to start on the same
+/// dir), the mounts are that daemon's.
+fn detach_overlays_below(dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(lock) = std::fs::File::open(dir.join("buildkitd.lock")) else {
+        return;
+    };
+    // SAFETY: flock on a descriptor owned here; released when it closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return;
+    }
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    // The table holds resolved absolute paths; the guardian shares bkd's
+    // working directory, so a relative --root resolves as buildkitd saw it.
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for point in overlays_below(&table, &dir) {
+        let Ok(c) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: a valid C string; MNT_DETACH only unhooks the mount.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            eprintln!(
+                "bkd: cannot detach {} left by buildkitd: {}",
+                point.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// The mount points of overlay mounts strictly below `dir` in a mountinfo
+/// table, deepest first.
+fn overlays_below(mountinfo: &str, dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<std::path::PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            // Fields: id parent dev root point options [optional...] - type source super
+            let (left, right) = line.split_once(" - ")?;
+            let point = unescape_mount_path(left.split(' ').nth(4)?);
+            let fstype = right.split(' ').next()?;
+            (fstype == "overlay" && point != dir && point.starts_with(dir)).then_some(point)
+        })
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+/// A mountinfo path: space, tab, newline and backslash are octal escapes.
+fn unescape_mount_path(s: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::path::PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 fn child_pids() -> Vec<libc::pid_t> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -357,6 +443,30 @@ pub fn parent_of(pid: libc::pid_t) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_overlays_strictly_below_the_state_dir_deepest_first() {
+        let table = "\
+22 1 0:21 / /var/lib/buildkit rw - ext4 /dev/vda rw
+30 22 0:40 / /var/lib/buildkit/runc-overlayfs/cachemounts/b1 rw - overlay overlay rw,lowerdir=x
+31 22 0:41 / /var/lib/buildkit/runc-overlayfs/executor/abc/rootfs rw - overlay overlay rw
+32 31 0:42 / /var/lib/buildkit/runc-overlayfs/executor/abc/rootfs/proc rw - proc proc rw
+33 22 0:43 / /var/lib/buildkit/vol rw - ext4 /dev/vdb rw
+34 1 0:44 / /var/lib/buildkit2/x rw - overlay overlay rw
+35 1 0:45 / /var/lib/buildkit rw - overlay overlay rw
+36 22 0:46 / /var/lib/buildkit/with\\040space rw shared:1 - overlay overlay rw
+";
+        let found = overlays_below(table, std::path::Path::new("/var/lib/buildkit"));
+        let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "/var/lib/buildkit/runc-overlayfs/executor/abc/rootfs",
+                "/var/lib/buildkit/runc-overlayfs/cachemounts/b1",
+                "/var/lib/buildkit/with space",
+            ]
+        );
+    }
 
     #[test]
     fn parent_of_reads_this_process() {
