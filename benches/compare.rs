@@ -315,6 +315,12 @@ fn generate(dir: &Path, make: impl FnOnce(&Path)) {
     fs::write(done, b"").unwrap_or_else(|e| fail(&e.to_string()));
 }
 
+/// A workload directory with busybox and this Dockerfile, made once.
+fn busybox_context(dir: &Path, dockerfile: &str) -> PathBuf {
+    generate(dir, |d| with_busybox(d, dockerfile));
+    dir.to_path_buf()
+}
+
 fn write_file(path: &Path, data: &[u8]) {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).unwrap_or_else(|e| fail(&e.to_string()));
@@ -532,14 +538,11 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             let (ready, stop) = daemon_start_stop(o);
             extras.push(("buildkitd alone, start to READY s", ready));
             extras.push(("buildkitd alone, SIGTERM to exit s", stop));
-            let ctx = o.dir.join("tiny");
-            generate(&ctx, |d| {
-                with_busybox(
-                    d,
-                    "FROM scratch AS base\nCOPY busybox /bin/busybox\n\
-                     FROM scratch\nCOPY --from=base /bin/busybox /bin/busybox\nCOPY Dockerfile /Dockerfile\n",
-                )
-            });
+            let ctx = busybox_context(
+                &o.dir.join("tiny"),
+                "FROM scratch AS base\nCOPY busybox /bin/busybox\n\
+                 FROM scratch\nCOPY --from=base /bin/busybox /bin/busybox\nCOPY Dockerfile /Dockerfile\n",
+            );
             let out = o.dir.join("tiny.tar");
             alternate(o.runs, |t, i| {
                 let dest = format!("type=tar,dest={}", out.display());
@@ -630,14 +633,11 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             result
         }
         "export-tar" => {
-            let ctx = o.dir.join("export");
-            generate(&ctx, |d| {
-                with_busybox(
-                    d,
-                    "FROM scratch\nCOPY busybox /bin/busybox\n\
-                     RUN [\"/bin/busybox\",\"sh\",\"-c\",\"/bin/busybox head -c 1073741824 /dev/urandom > /big\"]\n",
-                )
-            });
+            let ctx = busybox_context(
+                &o.dir.join("export"),
+                "FROM scratch\nCOPY busybox /bin/busybox\n\
+                 RUN [\"/bin/busybox\",\"sh\",\"-c\",\"/bin/busybox head -c 1073741824 /dev/urandom > /big\"]\n",
+            );
             let out = o.dir.join("export.tar");
             let dest = format!("type=tar,dest={}", out.display());
             let result = alternate(o.runs, |t, i| {
@@ -666,14 +666,11 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             result
         }
         "log-heavy" => {
-            let ctx = o.dir.join("log-heavy");
-            generate(&ctx, |d| {
-                with_busybox(
-                    d,
-                    "FROM scratch\nCOPY busybox /bin/busybox\n\
-                     RUN [\"/bin/busybox\",\"seq\",\"1\",\"200000\"]\n",
-                )
-            });
+            let ctx = busybox_context(
+                &o.dir.join("log-heavy"),
+                "FROM scratch\nCOPY busybox /bin/busybox\n\
+                 RUN [\"/bin/busybox\",\"seq\",\"1\",\"200000\"]\n",
+            );
             alternate(o.runs, |t, i| {
                 on_daemon(
                     daemon,

@@ -67,21 +67,7 @@ fn tar_export_matches_buildctl_listing() {
         ctx.path(),
     )
     .assert_ok();
-    buildctl(
-        &[
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            "context=.",
-            "--local",
-            "dockerfile=.",
-            "--output",
-            &tar_output(&theirs),
-        ],
-        ctx.path(),
-    )
-    .assert_ok();
+    buildctl_build(&["--output", &tar_output(&theirs)], ctx.path()).assert_ok();
     let a = tar_listing(&ours);
     let b = tar_listing(&theirs);
     assert_eq!(a, b, "bkd and buildctl exported different trees");
@@ -526,15 +512,8 @@ fn plain_progress_matches_buildctl_step_for_step() {
         ctx.path(),
     );
     ours.assert_ok();
-    let theirs = buildctl(
+    let theirs = buildctl_build(
         &[
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            "context=.",
-            "--local",
-            "dockerfile=.",
             "--opt",
             "no-cache=",
             "--progress=plain",

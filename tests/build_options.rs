@@ -66,21 +66,16 @@ fn registry_cache_is_reused_by_a_fresh_daemon_state() {
     // uses the buildctl spelling through the script's name.
     let link = script_link();
     let root_2 = ctx.path().join("state-2").display().to_string();
+    let import = format!("type=registry,ref={cache_ref}");
     let mut cmd = command_of(
         &link,
         As::Root,
         &[
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            "context=.",
-            "--local",
-            "dockerfile=.",
-            "--progress=plain",
-            "--import-cache",
-            &format!("type=registry,ref={cache_ref}"),
-        ],
+            &["build"][..],
+            &DOCKERFILE_HERE,
+            &["--progress=plain", "--import-cache", &import],
+        ]
+        .concat(),
         ctx.path(),
         &[("BKD_ROOT", &root_2)],
     );
@@ -189,25 +184,20 @@ fn named_contexts_from_a_directory_and_an_image() {
     let run = run(
         env!("CARGO_BIN_EXE_bkd"),
         &[
-            "daemonless",
-            "--addr",
-            bed_addr,
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            "context=.",
-            "--local",
-            "dockerfile=.",
-            "--local",
-            &format!("extra={extra_dir}"),
-            "--opt",
-            "context:extra=local:extra",
-            "--opt",
-            &format!("context:base=docker-image://{base}"),
-            "--output",
-            &format!("type=tar,dest={}", out_2.display()),
-        ],
+            &["daemonless", "--addr", bed_addr, "build"][..],
+            &DOCKERFILE_HERE,
+            &[
+                "--local",
+                &format!("extra={extra_dir}"),
+                "--opt",
+                "context:extra=local:extra",
+                "--opt",
+                &format!("context:base=docker-image://{base}"),
+                "--output",
+                &format!("type=tar,dest={}", out_2.display()),
+            ],
+        ]
+        .concat(),
         ctx.path(),
         &[],
     );

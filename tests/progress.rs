@@ -44,22 +44,16 @@ fn metadata_digest(path: &std::path::Path) -> String {
         .to_string()
 }
 
-fn summary_re() -> regex::Regex {
-    regex::Regex::new(
-        r"(?m)^Build finished in \d+\.\ds: (\d+) steps \((\d+) run, (\d+) cached\), context \S+ sent in \d+\.\ds$",
-    )
-    .expect("regex")
-}
-
-#[test]
-fn plain_ends_with_a_summary_naming_the_image() {
-    let ctx = image_context("plain");
+/// Builds an image context tagged `name` with `--progress=MODE`; the run
+/// (asserted successful) and the image digest from the metadata file.
+fn build_image(mode: &str, name: &str) -> (Run, String) {
+    let ctx = image_context(mode);
     let meta = ctx.path().join("meta.json");
-    let name = "bkd.test/progress/plain:1";
+    let progress = format!("--progress={mode}");
     let r = bkd(
         &[
             "build",
-            "--progress=plain",
+            &progress,
             "-t",
             name,
             "--metadata-file",
@@ -69,6 +63,21 @@ fn plain_ends_with_a_summary_naming_the_image() {
         ctx.path(),
     );
     r.assert_ok();
+    let digest = metadata_digest(&meta);
+    (r, digest)
+}
+
+fn summary_re() -> regex::Regex {
+    regex::Regex::new(
+        r"(?m)^Build finished in \d+\.\ds: (\d+) steps \((\d+) run, (\d+) cached\), context \S+ sent in \d+\.\ds$",
+    )
+    .expect("regex")
+}
+
+#[test]
+fn plain_ends_with_a_summary_naming_the_image() {
+    let name = "bkd.test/progress/plain:1";
+    let (r, digest) = build_image("plain", name);
     let err = r.stderr();
     assert!(err.contains(" progress-plain\n"), "{}", r.explain());
     let caps = summary_re()
@@ -81,7 +90,6 @@ fn plain_ends_with_a_summary_naming_the_image() {
     );
     assert_eq!(steps, run + cached, "{}", r.explain());
     assert!(run >= 1, "the RUN step ran\n{}", r.explain());
-    let digest = metadata_digest(&meta);
     assert!(
         err.contains(&format!("image {name}@{digest}\n")),
         "{}",
@@ -94,23 +102,8 @@ fn plain_ends_with_a_summary_naming_the_image() {
 
 #[test]
 fn quiet_prints_only_the_result_or_the_failure() {
-    let ctx = image_context("quiet");
-    let meta = ctx.path().join("meta.json");
     let name = "bkd.test/progress/quiet:1";
-    let r = bkd(
-        &[
-            "build",
-            "--progress=quiet",
-            "-t",
-            name,
-            "--metadata-file",
-            meta.to_str().expect("utf8 path"),
-            ".",
-        ],
-        ctx.path(),
-    );
-    r.assert_ok();
-    let digest = metadata_digest(&meta);
+    let (r, digest) = build_image("quiet", name);
     assert_eq!(
         r.stderr(),
         format!("image {name}@{digest}\n"),
@@ -282,16 +275,9 @@ fn rawjson_has_buildctls_shape() {
         &[("BKD_PROGRESS", "rawjson")],
     );
     ours.assert_ok();
-    let theirs = buildctl(
+    let theirs = buildctl_build(
         &[
-            "build",
             "--progress=rawjson",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            "context=.",
-            "--local",
-            "dockerfile=.",
             "--opt",
             "no-cache=",
             "--output",

@@ -430,21 +430,7 @@ fn special_files_and_odd_names_are_sent_as_buildctl_sends_them() {
     let ours = out.path().join("bkd.tar");
     let theirs = out.path().join("buildctl.tar");
     bkd_limited(&["build", "-o", &tar_output(&ours), "."], d, &[]).assert_ok();
-    buildctl(
-        &[
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            "context=.",
-            "--local",
-            "dockerfile=.",
-            "--output",
-            &tar_output(&theirs),
-        ],
-        d,
-    )
-    .assert_ok();
+    buildctl_build(&["--output", &tar_output(&theirs)], d).assert_ok();
     let a = tar_listing(&ours);
     assert_eq!(a, tar_listing(&theirs), "bkd and buildctl differ");
     let kind = |p: &str| {

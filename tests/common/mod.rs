@@ -481,6 +481,25 @@ pub fn buildctl(args: &[&str], cwd: &Path) -> Run {
     run("buildctl", &all, cwd, &[])
 }
 
+/// buildctl's arguments for a Dockerfile build of the working directory.
+pub const DOCKERFILE_HERE: [&str; 6] = [
+    "--frontend",
+    "dockerfile.v0",
+    "--local",
+    "context=.",
+    "--local",
+    "dockerfile=.",
+];
+
+/// `buildctl build` of the working directory's Dockerfile against the test
+/// bed's daemon, with `extra` arguments.
+pub fn buildctl_build(extra: &[&str], cwd: &Path) -> Run {
+    let mut args = vec!["build"];
+    args.extend_from_slice(&DOCKERFILE_HERE);
+    args.extend_from_slice(extra);
+    buildctl(&args, cwd)
+}
+
 /// One tar entry, as compared between bkd and buildctl outputs.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]
 pub struct Entry {
