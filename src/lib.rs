@@ -11,6 +11,7 @@ pub mod oci_layout;
 pub mod progress;
 pub mod proto;
 pub mod session;
+pub mod text;
 pub mod transport;
 
 pub use error::{Error, Result};
