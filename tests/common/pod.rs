@@ -16,7 +16,9 @@
 //!
 //! One deliberate difference: the container shares the host's network
 //! namespace (as `hostNetwork: true` would), so that the test registry on
-//! the host's 127.0.0.1 is reachable. AppArmor is not simulated: this
+//! the host's 127.0.0.1 is reachable; with `hostUsers: false` (which
+//! Kubernetes only allows with a pod network) /sys is therefore bound from
+//! the host instead of mounted. AppArmor is not simulated: this
 //! kernel has none, and runc ignores a profile where AppArmor is off.
 
 #![allow(dead_code)]
@@ -279,8 +281,6 @@ pub enum Seccomp {
 pub enum VolumeSource {
     /// An emptyDir: a fresh 0777 directory on the node's disk.
     EmptyDir,
-    /// An emptyDir on an overlayfs (a node whose kubelet dir is on one).
-    EmptyDirOnOverlay,
     /// A host directory as it is (the checked-out workspace).
     Host(PathBuf),
 }
@@ -309,6 +309,9 @@ pub struct PodSpec {
     /// Image change before the run: newuidmap/newgidmap setuid root, as
     /// Debian ships them, instead of file capabilities.
     pub setuid_uidmap: bool,
+    /// Image change before the run: a shell command run as root in the
+    /// unpacked root filesystem (the working directory).
+    pub image_edit: Option<String>,
 }
 
 /// The first id of the host range a `hostUsers: false` pod is given.
@@ -328,6 +331,7 @@ impl PodSpec {
             env: Vec::new(),
             volumes: Vec::new(),
             setuid_uidmap: false,
+            image_edit: None,
         }
     }
 
@@ -760,6 +764,15 @@ pub fn run_pod(spec: &PodSpec, workspace: &Path, script: &str, timeout: Duration
             shift,
         )
     };
+    if !spec.host_users {
+        // The user namespace's root must reach the bundle, and own the
+        // overlay's upper layer (its root directory).
+        sh_ok(&format!("chmod 0711 {}", quote(&dir)));
+        let upper = dir.join("rootfs").join("upper");
+        std::fs::create_dir_all(&upper).expect("upper dir");
+        chown_tree(&upper, shift, shift);
+        sh_ok(&format!("chmod 0755 {}", quote(&upper)));
+    }
     let rootfs = bundle.mount_overlay(&lower, "rootfs");
     if spec.setuid_uidmap {
         sh_ok(&format!(
@@ -768,6 +781,10 @@ pub fn run_pod(spec: &PodSpec, workspace: &Path, script: &str, timeout: Duration
             r = quote(&rootfs),
             s = shift
         ));
+    }
+
+    if let Some(edit) = &spec.image_edit {
+        sh_ok(&format!("cd {} && {edit}", quote(&rootfs)));
     }
 
     let (uid, gid) = spec.run_as.unwrap_or_else(|| {
@@ -788,8 +805,16 @@ pub fn run_pod(spec: &PodSpec, workspace: &Path, script: &str, timeout: Duration
                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", if spec.privileged { "rw" } else { "ro" }]}),
+        if spec.host_users {
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                   "options": ["nosuid", "noexec", "nodev", if spec.privileged { "rw" } else { "ro" }]})
+        } else {
+            // A user namespace cannot mount sysfs without owning a network
+            // namespace, and this simulation keeps the host's (Kubernetes
+            // refuses hostUsers: false with hostNetwork): bind it instead.
+            json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                   "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+        },
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                "options": ["nosuid", "noexec", "nodev", "relatime", if spec.privileged { "rw" } else { "ro" }]}),
     ];
@@ -821,16 +846,6 @@ pub fn run_pod(spec: &PodSpec, workspace: &Path, script: &str, timeout: Duration
             VolumeSource::EmptyDir => {
                 let d = dir.join("volumes").join(format!("v{i}"));
                 std::fs::create_dir_all(&d).expect("emptyDir");
-                sh_ok(&format!("chmod 0777 {}", quote(&d)));
-                if !spec.host_users {
-                    chown_tree(&d, shift, shift);
-                }
-                d
-            }
-            VolumeSource::EmptyDirOnOverlay => {
-                let lower = dir.join("volumes").join(format!("v{i}-lower"));
-                std::fs::create_dir_all(&lower).expect("overlay lower");
-                let d = bundle.mount_overlay(&lower, &format!("volumes/v{i}-ovl"));
                 sh_ok(&format!("chmod 0777 {}", quote(&d)));
                 if !spec.host_users {
                     chown_tree(&d, shift, shift);

@@ -206,3 +206,88 @@ fn setuid_newuidmap_is_refused_with_the_file_capabilities_fix() {
         run.explain()
     );
 }
+
+#[test]
+fn state_dir_on_the_containers_overlayfs_builds_with_the_native_snapshotter_warning() {
+    let mut spec = PodSpec::rootless();
+    spec.name = "state-on-overlay".into();
+    spec.volumes
+        .retain(|v| v.mount_path != "/home/user/.local/share/buildkit");
+    let run = run_seed(&spec, (1000, 1000));
+    assert_builds(&run, "rootless-strict", "/proc is masked");
+    let doctor = run.section("doctor");
+    assert!(
+        doctor.contains("[warn] state dir")
+            && doctor.contains("overlayfs")
+            && doctor.contains("native snapshotter"),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn workspace_owned_by_another_user_builds() {
+    let mut spec = PodSpec::rootless();
+    spec.name = "workspace-other-owner".into();
+    let run = run_seed(&spec, (2000, 2000));
+    assert_builds(&run, "rootless-strict", "/proc is masked");
+}
+
+#[test]
+fn buildkit_host_from_the_base_image_is_noted_and_bkd_builds_daemonless() {
+    let mut spec = PodSpec::rootless();
+    spec.name = "inherited-buildkit-host".into();
+    spec.env.push((
+        "BUILDKIT_HOST".into(),
+        "unix:///run/user/1000/buildkit/buildkitd.sock".into(),
+    ));
+    let run = run_seed(&spec, (1000, 1000));
+    assert_builds(&run, "rootless-strict", "/proc is masked");
+    assert!(
+        run.section("doctor").contains("[warn] address")
+            && run.section("doctor").contains("nothing listens"),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.section("bkd").contains(
+            "nothing listens at BUILDKIT_HOST=unix:///run/user/1000/buildkit/buildkitd.sock"
+        ),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn proc_unmasked_with_host_users_false_keeps_the_sandbox_once_subids_fit() {
+    // As the images ship: the subordinate ids (100000:65536) lie outside
+    // the 65536 ids a hostUsers: false pod maps.
+    let mut spec = PodSpec::rootless();
+    spec.name = "proc-unmasked".into();
+    spec.proc_unmasked = true;
+    spec.host_users = false;
+    let run = run_seed(&spec, (1000, 1000));
+    assert_refused(
+        &run,
+        "must lie inside the ids it maps",
+        "user:1001:64535 in /etc/subuid and /etc/subgid",
+    );
+    assert!(
+        run.section("doctor")
+            .contains("(a user namespace: hostUsers: false)"),
+        "{}",
+        run.explain()
+    );
+    // With the fix applied to the image: the sandbox works, no downgrade.
+    spec.name = "proc-unmasked-fixed".into();
+    spec.image_edit =
+        Some("echo user:1001:64535 > etc/subuid && echo user:1001:64535 > etc/subgid".into());
+    let run = run_seed(&spec, (1000, 1000));
+    assert_builds(&run, "rootless", "user namespaces and a fresh procfs work");
+    assert!(
+        !run.output
+            .contains("warning: the process sandbox cannot work here"),
+        "{}",
+        run.explain()
+    );
+}
