@@ -352,3 +352,48 @@ pub(crate) async fn workers(global: &GlobalArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listens_tells_a_missing_or_refusing_socket_from_a_listener() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("d.sock");
+        assert!(!listens(&Address::Unix(path.clone())));
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        assert!(listens(&Address::Unix(path.clone())));
+        drop(listener);
+        // The socket file remains but nothing accepts: refused.
+        assert!(!listens(&Address::Unix(path)));
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        let addr = Address::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert!(listens(&addr));
+        drop(tcp);
+        assert!(!listens(&addr));
+    }
+
+    #[test]
+    fn addr_flag_wins_and_an_unset_variable_spawns() {
+        let mut global = Cli::parse_from(["bkd", "doctor"]).global;
+        assert_eq!(global.daemon_source(), DaemonSource::Spawn);
+        global.env_addr = Some("tcp://127.0.0.1:1".into());
+        global.addr = Some("unix:///x.sock".into());
+        assert_eq!(
+            global.daemon_source(),
+            DaemonSource::Flag("unix:///x.sock".into())
+        );
+        // A malformed variable is used as given, so connecting names it.
+        global.addr = None;
+        global.env_addr = Some("bogus://x".into());
+        assert_eq!(
+            global.daemon_source(),
+            DaemonSource::Env("bogus://x".into())
+        );
+    }
+}

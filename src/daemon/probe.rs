@@ -1113,6 +1113,105 @@ mod tests {
     }
 
     #[test]
+    fn no_user_namespace_refuses_rootless_with_the_cause_the_pod_shows() {
+        let mut p = probes(1000);
+        p.userns = Err("cannot create a user namespace: Operation not permitted".into());
+        p.pod.seccomp = Some(2);
+        for req in [
+            ModeRequest::Auto,
+            ModeRequest::Rootless,
+            ModeRequest::RootlessStrict,
+        ] {
+            let e = decide(req, &p).expect_err("must refuse");
+            assert!(
+                e.contains("seccomp profile forbids") && e.contains(FIX_SECCOMP),
+                "{e}"
+            );
+        }
+        p.pod.max_user_namespaces = Some(0);
+        let e = decide(ModeRequest::Auto, &p).expect_err("must refuse");
+        assert!(e.contains("user.max_user_namespaces = 0"), "{e}");
+        p.pod = PodView {
+            apparmor: Some("cri-containerd.apparmor.d (enforce)".into()),
+            ..PodView::default()
+        };
+        let e = decide(ModeRequest::Auto, &p).expect_err("must refuse");
+        assert!(e.contains(FIX_APPARMOR), "{e}");
+        p.pod = PodView::default();
+        let e = decide(ModeRequest::Auto, &p).expect_err("must refuse");
+        assert!(e.contains("none can be created"), "{e}");
+        // Root never needs one.
+        let mut root = probes(0);
+        root.userns = p.userns.clone();
+        assert_eq!(
+            decide(ModeRequest::Auto, &root).map(|d| d.mode),
+            Ok(Mode::Privileged)
+        );
+    }
+
+    #[test]
+    fn failing_newuidmap_is_explained_by_what_the_pod_shows() {
+        let mut p = probes(1000);
+        p.uidmap_works = Some(Err(
+            "newuidmap: write to uid_map failed: Operation not permitted".into(),
+        ));
+        p.uidmap_setuid = true;
+        let e = decide(ModeRequest::Auto, &p).expect_err("must refuse");
+        assert!(
+            e.contains("setuid-root newuidmap") && e.contains(FIX_UIDMAP_CAPS),
+            "{e}"
+        );
+        p.pod.no_new_privs = true;
+        let e = decide(ModeRequest::Auto, &p).expect_err("must refuse");
+        assert!(e.contains(FIX_NO_NEW_PRIVS), "{e}");
+        p.pod.no_new_privs = false;
+        p.pod.uid_map = Some("0 3000000 65536".into());
+        let e = decide(ModeRequest::Rootless, &p).expect_err("must refuse");
+        assert!(
+            e.contains("hostUsers: false") && e.contains("user:1001:64535"),
+            "{e}"
+        );
+        // Not tried (root, or the probe skipped): no refusal on its account.
+        p.uidmap_works = None;
+        assert!(decide(ModeRequest::Auto, &p).is_ok());
+    }
+
+    #[test]
+    fn file_capabilities_decode_as_setcap_writes_them() {
+        let v2 = |magic: u32, lo: u32| -> Vec<u8> {
+            [magic, lo, 0, 0, 0]
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect()
+        };
+        assert_eq!(
+            decode_file_caps(&v2(0x0200_0001, 1 << 7)).as_deref(),
+            Some("cap_setuid+ep")
+        );
+        assert_eq!(
+            decode_file_caps(&v2(0x0200_0000, (1 << 6) | (1 << 7))).as_deref(),
+            Some("cap_setgid,cap_setuid+p")
+        );
+        // Revision 3 carries the namespace's root id after the same words.
+        let mut v3 = v2(0x0300_0001, 1 << 6);
+        v3.extend(1000u32.to_le_bytes());
+        assert_eq!(decode_file_caps(&v3).as_deref(), Some("cap_setgid+ep"));
+        assert_eq!(decode_file_caps(&v2(0x0200_0001, 0)), None);
+        assert_eq!(decode_file_caps(&[1, 2]), None);
+    }
+
+    #[test]
+    fn capability_names_follow_the_kernels_numbering() {
+        assert_eq!(cap_names(1 << 21), vec!["SYS_ADMIN"]);
+        assert_eq!(cap_names((1 << 6) | (1 << 7)), vec!["SETGID", "SETUID"]);
+        let default: u64 = CONTAINERD_DEFAULT_CAPS
+            .iter()
+            .map(|n| 1u64 << CAP_NAMES.iter().position(|c| c == n).expect("known"))
+            .sum();
+        assert_eq!(default, 0xa80425fb, "containerd's default set");
+    }
+
+    #[test]
     fn subid_ranges_match_by_name_or_uid() {
         let text = "other:1:2\nuser:100000:65536\n";
         assert_eq!(subid_range(text, "user", 5), Some((100000, 65536)));
