@@ -19,11 +19,15 @@ RUN mkdir -p /var/lib/buildkit
 WORKDIR /workspace
 
 FROM common AS rootless
+# The subordinate ids build steps run as. The default keeps them clear of
+# the node's own users; a hostUsers: false pod maps only 65536 ids, so its
+# image needs a range inside them (scripts/image.sh --subids 1001:64535).
+ARG SUBIDS=100000:65536
 # newuidmap/newgidmap get file capabilities instead of the setuid bit: a
 # setuid-root newuidmap cannot write uid_map in a pod without CAP_SYS_ADMIN.
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/user --shell /bin/sh user \
- && echo user:100000:65536 >/etc/subuid \
- && echo user:100000:65536 >/etc/subgid \
+ && echo "user:$SUBIDS" >/etc/subuid \
+ && echo "user:$SUBIDS" >/etc/subgid \
  && mkdir -p /home/user/.local/share/buildkit /home/user/workspace \
  && chown -R 1000:1000 /home/user \
  && chmod u-s /usr/bin/newuidmap /usr/bin/newgidmap \

@@ -10,6 +10,7 @@
 #
 #   scripts/image.sh [--out DIR] [--push REPO] [--insecure-registry HOST:PORT]
 #                    [--suite SUITE] [--mirror URL] [--bkd PATH] [--base-cache DIR]
+#                    [--subids START:COUNT]
 #
 #   --out DIR       writes DIR/root.oci.tar and DIR/rootless.oci.tar (default: image/out)
 #   --push REPO     also pushes REPO:root and REPO:rootless (e.g. registry.example.com/bkd)
@@ -19,6 +20,8 @@
 #   --bkd PATH      the bkd binary to ship (default: target/release/bkd)
 #   --base-cache DIR  keep the base root filesystem in DIR and reuse it while the
 #                   suite and package list are the same
+#   --subids START:COUNT  the rootless user's /etc/subuid and /etc/subgid range
+#                   (default 100000:65536; for hostUsers: false pods, 1001:64535)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +32,7 @@ suite=""
 mirror=""
 bkd="$here/target/release/bkd"
 base_cache=""
+subids="100000:65536"
 # What the base needs beyond minbase: the OCI runtime buildkitd runs, the
 # rootless pieces, certificates for HTTPS registries, setcap for the build.
 packages="runc,rootlesskit,uidmap,ca-certificates,libcap2-bin"
@@ -45,7 +49,8 @@ while [ $# -gt 0 ]; do
     --mirror) mirror="${2:?--mirror needs a URL}"; shift 2 ;;
     --bkd) bkd="${2:?--bkd needs a path}"; shift 2 ;;
     --base-cache) base_cache="${2:?--base-cache needs a directory}"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --subids) subids="${2:?--subids needs START:COUNT}"; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -54,6 +59,7 @@ done
 for tool in mmdebstrap strip; do
   command -v "$tool" >/dev/null || die "$tool not found: run scripts/setup.sh"
 done
+[[ "$subids" =~ ^[0-9]+:[1-9][0-9]*$ ]] || die "--subids $subids: expected START:COUNT"
 [ -x "$bkd" ] || die "$bkd not found: run scripts/setup.sh (it builds bkd)"
 buildkitd="$(command -v buildkitd)" || die "buildkitd not found: run scripts/setup.sh"
 buildctl="$(command -v buildctl)" || die "buildctl not found: run scripts/setup.sh"
@@ -124,6 +130,7 @@ for target in root rootless; do
   fi
   log "building $target"
   env -u BUILDKIT_HOST "$bkd" build --mode privileged --root "$state" --progress "${BKD_PROGRESS:-plain}" \
-    "${insecure[@]}" --build-context "base=$base" --target "$target" "${outputs[@]}" "$ctx"
+    "${insecure[@]}" --build-context "base=$base" --build-arg "SUBIDS=$subids" \
+    --target "$target" "${outputs[@]}" "$ctx"
 done
 log "done in $((SECONDS - started))s: $out/root.oci.tar, $out/rootless.oci.tar${push:+ (pushed to $push:root, $push:rootless)}"

@@ -78,6 +78,9 @@ static IMAGES: OnceLock<Images> = OnceLock::new();
 static IMAGES_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 extern "C" fn remove_images() {
+    if keep() {
+        return;
+    }
     if let Some(dir) = IMAGES_DIR.get() {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -590,6 +593,14 @@ struct Bundle {
     dir: PathBuf,
     id: String,
     mounted: Vec<PathBuf>,
+    /// The mount commands, for the kept bundle's run.sh.
+    mount_commands: Vec<String>,
+}
+
+/// `BKD_POD_KEEP=1`: keep the images and each pod's bundle, with a run.sh
+/// that runs the pod again by hand.
+pub fn keep() -> bool {
+    std::env::var("BKD_POD_KEEP").as_deref() == Ok("1")
 }
 
 impl Bundle {
@@ -605,13 +616,15 @@ impl Bundle {
         for d in [&upper, &work, &merged] {
             std::fs::create_dir_all(d).expect("overlay dirs");
         }
-        sh_ok(&format!(
+        let command = format!(
             "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
             lower.display(),
             upper.display(),
             work.display(),
             quote(&merged)
-        ));
+        );
+        sh_ok(&command);
+        self.mount_commands.push(command);
         self.mounted.push(merged.clone());
         merged
     }
@@ -632,7 +645,15 @@ impl Drop for Bundle {
         for m in self.mounted.iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if keep() {
+            eprintln!(
+                "pod bundle kept: {} (run it again: sh {}/run.sh)",
+                self.dir.display(),
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -753,6 +774,7 @@ pub fn run_pod(spec: &PodSpec, workspace: &Path, script: &str, timeout: Duration
         dir: dir.clone(),
         id: id.clone(),
         mounted: Vec::new(),
+        mount_commands: Vec::new(),
     };
     let shift = if spec.host_users { 0 } else { USERNS_HOST_BASE };
     let lower = if spec.host_users {
@@ -921,6 +943,20 @@ pub fn run_pod(spec: &PodSpec, workspace: &Path, script: &str, timeout: Duration
     let config_text = serde_json::to_string_pretty(&config).expect("config json");
     std::fs::write(dir.join("config.json"), &config_text).expect("config.json");
 
+    let mut rerun = String::from("#!/bin/sh\n# This pod again, by hand (as root).\nset -e\n");
+    for m in &bundle.mount_commands {
+        rerun.push_str(&format!("{m}\n"));
+    }
+    rerun.push_str(&format!(
+        "runc --root {}/runc-state run --bundle {} {id} || true\n",
+        dir.display(),
+        dir.display()
+    ));
+    for m in bundle.mounted.iter().rev() {
+        rerun.push_str(&format!("umount {}\n", quote(m)));
+    }
+    std::fs::write(dir.join("run.sh"), rerun).expect("run.sh");
+
     let log_path = dir.join("output.log");
     let log = std::fs::File::create(&log_path).expect("output log");
     let mut child = bundle
@@ -952,6 +988,9 @@ pub fn run_pod(spec: &PodSpec, workspace: &Path, script: &str, timeout: Duration
         output,
         config: config_text,
     };
+    if std::env::var("BKD_POD_SHOW").as_deref() == Ok("1") {
+        eprintln!("{}", run.explain());
+    }
     assert!(
         status.is_some(),
         "pod {} did not finish within {}s\n{}",
