@@ -123,13 +123,16 @@ log "bkd stripped: $(du -h "$bkd" | cut -f1) -> $(du -h "$ctx/bin/bkd" | cut -f1
 # One private daemon for both images, so the second reuses the first's
 # base layer and context; stopped with the script.
 state="$work/state"
+# The daemon's temporary mounts go to a directory of this run's own, out of
+# reach of anything cleaning the shared /tmp.
+mkdir -p "$work/tmp"
 for target in root rootless; do
   outputs=(-o "type=oci,dest=$out/$target.oci.tar")
   if [ -n "$push" ]; then
     outputs+=(-o "type=image,name=$push:$target,push=true")
   fi
   log "building $target"
-  env -u BUILDKIT_HOST "$bkd" build --mode privileged --root "$state" --progress "${BKD_PROGRESS:-plain}" \
+  env -u BUILDKIT_HOST TMPDIR="$work/tmp" "$bkd" build --mode privileged --root "$state" --progress "${BKD_PROGRESS:-plain}" \
     "${insecure[@]}" --build-context "base=$base" --build-arg "SUBIDS=$subids" \
     --target "$target" "${outputs[@]}" "$ctx"
 done

@@ -74,7 +74,7 @@ impl Images {
     }
 }
 
-static IMAGES: OnceLock<Images> = OnceLock::new();
+static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
 static IMAGES_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 extern "C" fn remove_images() {
@@ -93,74 +93,88 @@ fn repo_root() -> PathBuf {
 /// Builds both images with scripts/image.sh (the bkd under test inside),
 /// pushes them to the test registry and unpacks them.
 pub fn images() -> &'static Images {
-    IMAGES.get_or_init(|| {
-        for tool in ["mmdebstrap", "runc", "tar", "strip", "setcap"] {
-            let found = Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {tool}"))
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                found,
-                "{tool} not found: run scripts/setup.sh (the pod tests need the real test bed)"
-            );
-        }
-        let registry = &crate::common::bed().registry;
-        let dir = tempfile::Builder::new()
-            .prefix("bkd-pod-images-")
-            .tempdir_in("/var/tmp")
-            .expect("temp dir")
-            .keep();
-        let _ = IMAGES_DIR.set(dir.clone());
-        // SAFETY: registering a plain extern "C" function.
-        unsafe {
-            libc::atexit(remove_images);
-        }
-        let repo = format!("{registry}/bkd");
-        let started = Instant::now();
-        let mut cmd = Command::new("bash");
-        cmd.arg(repo_root().join("scripts/image.sh"))
-            .arg("--out")
-            .arg(dir.join("out"))
-            .arg("--push")
-            .arg(&repo)
-            .arg("--bkd")
-            .arg(env!("CARGO_BIN_EXE_bkd"))
-            .env("BKD_PROGRESS", "quiet")
-            .env_remove("BUILDKIT_HOST");
-        if let Some(cache) = std::env::var_os("BKD_POD_BASE_CACHE") {
-            // For runs by hand: reuse the mmdebstrap root filesystem.
-            cmd.arg("--base-cache").arg(cache);
-        }
-        let out = cmd.output().expect("run scripts/image.sh");
+    // A failed build fails every pod test with its message, once.
+    let built = IMAGES.get_or_init(|| {
+        std::panic::catch_unwind(build_images).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "building the images panicked".into())
+        })
+    });
+    match built {
+        Ok(images) => images,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn build_images() -> Images {
+    for tool in ["mmdebstrap", "runc", "tar", "strip", "setcap"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(
-            out.status.success(),
-            "scripts/image.sh failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            found,
+            "{tool} not found: run scripts/setup.sh (the pod tests need the real test bed)"
         );
-        let build_time = started.elapsed();
-        eprintln!(
-            "pod images built in {:.1}s\n{}",
-            build_time.as_secs_f64(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let unpack = |image: Image| {
-            unpack_oci(
-                &dir.join("out").join(format!("{}.oci.tar", image.tag())),
-                &dir.join(image.tag()),
-            )
-        };
-        Images {
-            root: unpack(Image::Root),
-            rootless: unpack(Image::Rootless),
-            dir,
-            repo,
-            build_time,
-        }
-    })
+    }
+    let registry = &crate::common::bed().registry;
+    let dir = tempfile::Builder::new()
+        .prefix("bkd-pod-images-")
+        .tempdir_in("/var/tmp")
+        .expect("temp dir")
+        .keep();
+    let _ = IMAGES_DIR.set(dir.clone());
+    // SAFETY: registering a plain extern "C" function.
+    unsafe {
+        libc::atexit(remove_images);
+    }
+    let repo = format!("{registry}/bkd");
+    let started = Instant::now();
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("scripts/image.sh"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--push")
+        .arg(&repo)
+        .arg("--bkd")
+        .arg(env!("CARGO_BIN_EXE_bkd"))
+        .env("BKD_PROGRESS", "quiet")
+        .env_remove("BUILDKIT_HOST");
+    if let Some(cache) = std::env::var_os("BKD_POD_BASE_CACHE") {
+        // For runs by hand: reuse the mmdebstrap root filesystem.
+        cmd.arg("--base-cache").arg(cache);
+    }
+    let out = cmd.output().expect("run scripts/image.sh");
+    assert!(
+        out.status.success(),
+        "scripts/image.sh failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let build_time = started.elapsed();
+    eprintln!(
+        "pod images built in {:.1}s\n{}",
+        build_time.as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unpack = |image: Image| {
+        unpack_oci(
+            &dir.join("out").join(format!("{}.oci.tar", image.tag())),
+            &dir.join(image.tag()),
+        )
+    };
+    Images {
+        root: unpack(Image::Root),
+        rootless: unpack(Image::Rootless),
+        dir,
+        repo,
+        build_time,
+    }
 }
 
 fn sh(script: &str) -> std::process::Output {
