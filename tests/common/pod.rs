@@ -507,12 +507,19 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// Where scripts/setup.sh puts Docker's default seccomp profile (from
+/// Debian's golang-github-docker-docker-dev package).
+const SECCOMP_PROFILE: &str = "/usr/local/share/bkd-test/seccomp/docker-default.json";
+
 /// Docker's default seccomp profile in the OCI runtime's form, resolved
 /// for x86_64 and the container's capabilities the way containerd and
-/// Docker resolve it. Source: github.com/moby/profiles/seccomp v0.2.3
-/// default.json, kept as data in tests/fixtures/seccomp/.
+/// Docker resolve it.
 pub fn runtime_default_seccomp(caps: &[String]) -> Value {
-    let profile = read_json(&repo_root().join("tests/fixtures/seccomp/docker-default.json"));
+    assert!(
+        Path::new(SECCOMP_PROFILE).is_file(),
+        "{SECCOMP_PROFILE} is missing: run scripts/setup.sh first (the pod tests need the test bed)"
+    );
+    let profile = read_json(Path::new(SECCOMP_PROFILE));
     let arch = "amd64";
     let has_all = |list: &Value, key: &str, have: &dyn Fn(&str) -> bool| -> bool {
         list.get(key)
