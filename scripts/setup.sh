@@ -20,7 +20,8 @@ need_root() {
 
 install_packages() {
   local pkgs=(runc rootlesskit uidmap docker-registry busybox-static slirp4netns
-              iproute2 procps util-linux time openssh-client openssl apache2-utils)
+              iproute2 procps util-linux time openssh-client openssl apache2-utils
+              mmdebstrap binutils libcap2-bin)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -65,6 +66,23 @@ install_buildkit() {
     "$PREFIX/buildctl-daemonless.sh"
 }
 
+# The pod tests run containers under Docker's default seccomp profile (what
+# Kubernetes' RuntimeDefault amounts to). Debian ships it as data in the
+# moby Go sources package; only that one file is extracted, nothing installed.
+SECCOMP_PROFILE=/usr/local/share/bkd-test/seccomp/docker-default.json
+install_seccomp_profile() {
+  [ -s "$SECCOMP_PROFILE" ] && return
+  log "extracting Docker's default seccomp profile from Debian's golang-github-docker-docker-dev"
+  local tmp
+  tmp="$(mktemp -d /tmp/bkd-seccomp.XXXXXX)"
+  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root golang-github-docker-docker-dev >/dev/null)
+  dpkg-deb --fsys-tarfile "$tmp"/golang-github-docker-docker-dev_*.deb \
+    | tar -x -C "$tmp" ./usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json
+  install -D -m 0644 "$tmp/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json" \
+    "$SECCOMP_PROFILE"
+  rm -rf "$tmp"
+}
+
 create_test_user() {
   if ! id "$TEST_USER" >/dev/null 2>&1; then
     log "creating unprivileged test user $TEST_USER"
@@ -85,6 +103,7 @@ build_bkd() {
 need_root
 install_packages
 install_buildkit
+install_seccomp_profile
 create_test_user
 build_bkd
 log "done: buildkitd $(installed_buildkit_version), bkd at $here/target/release/bkd"

@@ -481,7 +481,7 @@ fn doctor_reports_every_probe_and_the_mode() {
     ];
     let cases = [
         (As::Root, "privileged mode", "privileged: true"),
-        (As::User, "rootless mode", "runAsUser: 1000"),
+        (As::User, "rootless mode", "runAsNonRoot: true"),
         (As::UserMaskedProc, "rootless-strict mode", "seccompProfile"),
     ];
     for (who, mode, spec) in cases {

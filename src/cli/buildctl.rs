@@ -248,6 +248,7 @@ impl BuildctlGlobal {
         }
         Ok(GlobalArgs {
             addr: self.addr.clone(),
+            env_addr: None,
             tlscacert: ca,
             tlscert: cert,
             tlskey: key,

@@ -9,11 +9,12 @@ use std::time::Duration;
 use clap::Args;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::GlobalArgs;
+use super::{DaemonSource, GlobalArgs};
 use crate::client::Daemon;
 use crate::daemon::probe::{self, Probes, RealHost};
 use crate::daemon::{self, advice, Mode, ModeRequest, RunningDaemon, SpawnPlan};
 use crate::error::{Error, Result};
+use crate::transport::Address;
 
 /// Flags for the daemon bkd spawns when no `--addr` is given.
 #[derive(Debug, Clone, Args)]
@@ -348,6 +349,49 @@ fn is_sandbox_failure(e: &Error) -> bool {
         if advice::classify(step_logs) == Some(advice::PROCFS_MOUNT))
 }
 
+/// `--daemon-timeout` as given: with an address, how long to wait for a
+/// daemon to appear there (a sidecar starting alongside); unset, a missing
+/// daemon is an error at once.
+fn args_timeout(global: &GlobalArgs) -> Option<Duration> {
+    global.daemon.daemon_timeout.map(Duration::from_secs)
+}
+
+/// Waits until something listens at `addr`, up to `timeout`.
+async fn wait_for_listener(addr: &str, timeout: Duration) -> Result<()> {
+    let Ok(address) = Address::parse(addr) else {
+        // The connection names the malformed address.
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let probe = address.clone();
+        if tokio::task::spawn_blocking(move || super::listens(&probe))
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return Err(Error::Daemon(format!(
+                "no buildkitd at {} after waiting {}s (--daemon-timeout)",
+                crate::text::escape_str(addr),
+                timeout.as_secs()
+            )));
+        }
+        if !told && waited >= Duration::from_secs(1) {
+            eprintln!(
+                "bkd: waiting up to {}s for buildkitd at {}",
+                timeout.as_secs(),
+                crate::text::escape_str(addr)
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// What a command asks of the daemon it runs on.
 #[derive(Debug, Default)]
 pub struct DaemonNeeds {
@@ -370,12 +414,27 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let mut signals = Signals::install()?;
-    if let Some(addr) = &global.addr {
+    let target = match global.daemon_source() {
+        DaemonSource::Flag(a) | DaemonSource::Env(a) => Some(a),
+        DaemonSource::EnvUnserved(a) => {
+            eprintln!(
+                "bkd: nothing listens at BUILDKIT_HOST={} (base images set it without running a \
+                 daemon); starting buildkitd for this command (pass --addr to use that address)",
+                crate::text::escape_str(&a)
+            );
+            None
+        }
+        DaemonSource::Spawn => None,
+    };
+    if let Some(addr) = &target {
         if let Some(host) = needs.insecure_registries.first() {
             return Err(Error::Usage(format!(
                 "--insecure-registry {host} configures the buildkitd bkd starts; with --addr \
                  add [registry.\"{host}\"] http = true to that daemon's buildkitd.toml"
             )));
+        }
+        if let Some(secs) = args_timeout(global) {
+            interruptible(&mut signals, wait_for_listener(addr, secs)).await?;
         }
         let daemon = global.connect(addr).await?;
         return interruptible(&mut signals, job(daemon))
