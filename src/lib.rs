@@ -10,6 +10,7 @@ pub mod fsync;
 pub mod oci_layout;
 pub mod progress;
 pub mod proto;
+pub mod route;
 pub mod session;
 pub mod text;
 pub mod transport;

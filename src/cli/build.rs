@@ -97,6 +97,9 @@ pub struct BuildArgs {
     /// Write the build result (image digest, ...) as JSON to this file
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub route: super::route::RouteArgs,
 }
 
 /// A Dockerfile must be a readable file, reported before any daemon starts.
@@ -262,7 +265,7 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         docker_config: docker_config()?,
         secrets: secrets(&args.secrets)?,
         ssh: super::ssh::agent_sockets(&args.ssh)?,
-        shared_key: shared_key(&context),
+        shared_key: route_key(args)?.shared_key(),
         entitlements: args.allow.clone(),
     })
 }
@@ -400,6 +403,21 @@ pub(super) fn check_output_parent(dest: &Path) -> Result<()> {
     })
 }
 
+/// The build's route key: `--route-key`, or the repository, the
+/// Dockerfile's path in it, the target and the platform. The session's
+/// shared key derives from it, so the daemon's warm copy of the context is
+/// found again from any machine or directory.
+fn route_key(args: &BuildArgs) -> Result<crate::route::RouteKey> {
+    let context = context_dir(&args.context)?;
+    let (dir, name) = dockerfile_location(&args.context, args.file.as_deref())?;
+    Ok(args.route.key(
+        &context,
+        &dir.join(name),
+        args.target.as_deref(),
+        args.platform.as_deref(),
+    ))
+}
+
 /// One warm copy of the context per project directory in the daemon.
 pub(super) fn shared_key(context: &Path) -> String {
     use std::hash::{Hash, Hasher};
@@ -461,6 +479,11 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
             insecure_registries: args.insecure_registries.clone(),
+            route: args.route.needs(
+                route_key(&args)?,
+                !matches!(args.progress, ProgressMode::Quiet | ProgressMode::Rawjson),
+            ),
+            steps: Default::default(),
         },
     };
     execute(global, job, || resolve(&args)).await
@@ -482,8 +505,10 @@ pub async fn execute(
     let outcome = super::daemon::run_on_daemon(global, &job.needs, |daemon| {
         let spec = spec.take().map_or_else(&resolve, Ok);
         let (progress, debug) = (job.progress, global.debug);
+        let steps = job.needs.steps.clone();
         async move {
-            let (outcome, mut display) = build(&daemon, spec?, display_for(progress, debug)).await;
+            let display = steps.watch(display_for(progress, debug));
+            let (outcome, mut display) = build(&daemon, spec?, display).await;
             display.summary(&build_end(started, &outcome));
             outcome
         }

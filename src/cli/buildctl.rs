@@ -247,7 +247,7 @@ impl BuildctlGlobal {
             key = Some(pick(["key.pem", "tls.key"])?);
         }
         Ok(GlobalArgs {
-            addr: self.addr.clone(),
+            addr: self.addr.iter().cloned().collect(),
             env_addr: None,
             tlscacert: ca,
             tlscert: cert,

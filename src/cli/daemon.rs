@@ -55,6 +55,11 @@ pub struct DaemonArgs {
     /// Keep the buildkitd log in FILE (default: kept in the runtime dir only when something fails)
     #[arg(long, env = "BKD_DAEMON_LOG", global = true, value_name = "FILE")]
     pub daemon_log: Option<PathBuf>,
+
+    /// The state dir is shared by concurrent jobs (a volume several pods mount): take the
+    /// first free slot, STATE_DIR/slot-N, and hold it while bkd runs
+    #[arg(long, env = "BKD_STATE_SLOTS", global = true)]
+    pub state_slots: bool,
 }
 
 /// The readiness deadline when neither flag nor environment sets one.
@@ -243,7 +248,7 @@ impl Signals {
 
 /// Runs `job` until it ends or a signal arrives; dropping the job cancels
 /// its gRPC calls, which cancels the solve in the daemon.
-async fn interruptible<T>(
+pub(super) async fn interruptible<T>(
     signals: &mut Signals,
     job: impl Future<Output = Result<T>>,
 ) -> Result<T> {
@@ -330,7 +335,7 @@ fn crashed(spawned: &RunningDaemon, status: std::process::ExitStatus) -> Error {
 }
 
 /// Adds the advice for a recognised failure to a failed build's message.
-fn with_advice(e: Error) -> Error {
+pub(super) fn with_advice(e: Error) -> Error {
     match e {
         Error::BuildFailed { message, step_logs } => {
             let found = advice::classify(&step_logs).or_else(|| advice::classify(&message));
@@ -398,6 +403,21 @@ pub struct DaemonNeeds {
     /// Registries to reach over plain HTTP; only a spawned daemon can be
     /// configured that way.
     pub insecure_registries: Vec<String>,
+    /// How to choose among several daemons.
+    pub route: super::route::RouteNeeds,
+    /// Whether a build step started, for the failover rule.
+    pub steps: super::route::StepWatch,
+}
+
+/// `--insecure-registry` configures only a daemon bkd starts.
+fn refuse_insecure_registries(needs: &DaemonNeeds) -> Result<()> {
+    match needs.insecure_registries.first() {
+        Some(host) => Err(Error::Usage(format!(
+            "--insecure-registry {host} configures the buildkitd bkd starts; with --addr \
+             add [registry.\"{host}\"] http = true to that daemon's buildkitd.toml"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Runs `job` on the daemon this command uses. With `--addr` that daemon is
@@ -415,6 +435,10 @@ where
 {
     let mut signals = Signals::install()?;
     let target = match global.daemon_source() {
+        DaemonSource::Pool { entries, .. } => {
+            refuse_insecure_registries(needs)?;
+            return super::route::on_pool(global, needs, &mut signals, &entries, &mut job).await;
+        }
         DaemonSource::Flag(a) | DaemonSource::Env(a) => Some(a),
         DaemonSource::EnvUnserved(a) => {
             eprintln!(
@@ -427,12 +451,7 @@ where
         DaemonSource::Spawn => None,
     };
     if let Some(addr) = &target {
-        if let Some(host) = needs.insecure_registries.first() {
-            return Err(Error::Usage(format!(
-                "--insecure-registry {host} configures the buildkitd bkd starts; with --addr \
-                 add [registry.\"{host}\"] http = true to that daemon's buildkitd.toml"
-            )));
-        }
+        refuse_insecure_registries(needs)?;
         if let Some(secs) = args_timeout(global) {
             interruptible(&mut signals, wait_for_listener(addr, secs)).await?;
         }
@@ -452,6 +471,24 @@ where
     let root = match &args.root {
         Some(r) => r.clone(),
         None => daemon::state::default_root(probes.uid).map_err(Error::Input)?,
+    };
+    // Held until the daemon is stopped, when this function returns.
+    let slot = match args.state_slots {
+        true => Some(daemon::slots::acquire(&root).map_err(Error::Input)?),
+        false => None,
+    };
+    let root = match &slot {
+        Some(s) => {
+            if global.debug {
+                eprintln!(
+                    "bkd: state slot {} ({})",
+                    s.index,
+                    crate::text::escape_path(&s.dir)
+                );
+            }
+            s.dir.clone()
+        }
+        None => root,
     };
     let mut plan = SpawnPlan {
         mode: decision.mode,

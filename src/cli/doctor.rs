@@ -337,6 +337,7 @@ pub async fn run(global: &GlobalArgs) -> Result<()> {
         Some(r) => Ok(r.clone()),
         None => default_root(probes.uid),
     };
+    let slots_root = root.clone().ok();
     let state = match root.and_then(|r| state_dir_check(&r)) {
         Ok(check) => {
             let mark = if !check.writable {
@@ -363,6 +364,9 @@ pub async fn run(global: &GlobalArgs) -> Result<()> {
             None
         }
     };
+    if let Some(r) = slots_root {
+        slot_lines(&r, global.daemon.state_slots);
+    }
     probe_line("buildkitd", &version(&buildkitd));
     if rootless {
         probe_line("rootlesskit", &version(&rootlesskit));
@@ -392,5 +396,36 @@ pub async fn run(global: &GlobalArgs) -> Result<()> {
             );
             Err(Error::Daemon(format!("no build can run here: {e}")))
         }
+    }
+}
+
+/// The state slots under the state dir and who holds each.
+fn slot_lines(root: &Path, enabled: bool) {
+    let slots = crate::daemon::slots::list(root);
+    if !enabled && slots.is_empty() {
+        return;
+    }
+    let how = if enabled {
+        "--state-slots: each daemon takes the first free slot-N"
+    } else {
+        "present, but used only with --state-slots"
+    };
+    line(
+        Mark::Info,
+        "state slots",
+        &format!("{} ({how})", crate::text::escape_path(root)),
+    );
+    for s in slots {
+        let mut text = match &s.holder {
+            Some(h) => format!("held by {h}"),
+            None => "free".to_string(),
+        };
+        if let Some((pid, cmd)) = &s.daemon {
+            text.push_str(&format!(
+                "; its state dir is in use by buildkitd pid {pid} ({})",
+                crate::text::escape_str(cmd)
+            ));
+        }
+        line(Mark::Info, &format!("  slot-{}", s.index), &text);
     }
 }

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod output;
 pub mod progress;
+pub mod route;
 pub mod secret;
 pub mod ssh;
 
@@ -41,9 +42,11 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// buildkitd address: unix:///path/to/buildkitd.sock or tcp://host:port (with
     /// --daemon-timeout, waits that long for a daemon to appear there). Env BUILDKIT_HOST is
-    /// used when something listens there or no buildkitd is installed here
-    #[arg(long, global = true, value_name = "URL")]
-    pub addr: Option<String>,
+    /// used when something listens there or no buildkitd is installed here. Repeated or a
+    /// comma list, or dns://NAME:PORT (every A/AAAA record) or srv://NAME (every SRV record):
+    /// a pool, each build routed by its key (docs/pool.md)
+    #[arg(long, global = true, env = "BKD_ADDR", value_name = "URL")]
+    pub addr: Vec<String>,
 
     /// `BUILDKIT_HOST`, read for bkd's own command line only (the
     /// buildctl-daemonless.sh mode ignores it, as the script does).
@@ -107,7 +110,7 @@ pub enum DebugCommand {
 }
 
 impl GlobalArgs {
-    fn tls(&self) -> TlsOptions {
+    pub(crate) fn tls(&self) -> TlsOptions {
         TlsOptions {
             ca_cert: self.tlscacert.clone(),
             cert: self.tlscert.clone(),
@@ -135,6 +138,14 @@ pub enum DaemonSource {
     /// buildkitd is installed (base images set the variable without
     /// running a daemon): bkd starts its own.
     EnvUnserved(String),
+    /// Several endpoints, or names to discover them by (`--addr` repeated
+    /// or a comma list, `dns://`, `srv://`): each build goes to the daemon
+    /// its route key picks.
+    Pool {
+        /// `--addr` or `BUILDKIT_HOST`.
+        from: &'static str,
+        entries: Vec<String>,
+    },
     /// Nothing set: bkd starts its own.
     Spawn,
 }
@@ -142,12 +153,25 @@ pub enum DaemonSource {
 impl GlobalArgs {
     /// Resolves `--addr` and `BUILDKIT_HOST` into the daemon to use.
     pub fn daemon_source(&self) -> DaemonSource {
-        if let Some(a) = &self.addr {
-            return DaemonSource::Flag(a.clone());
+        if !self.addr.is_empty() {
+            if route::is_pool(&self.addr) {
+                return DaemonSource::Pool {
+                    from: "--addr",
+                    entries: self.addr.clone(),
+                };
+            }
+            return DaemonSource::Flag(self.addr.join(","));
         }
         let Some(env) = &self.env_addr else {
             return DaemonSource::Spawn;
         };
+        if route::is_pool(std::slice::from_ref(env)) {
+            // A list is written on purpose: used as given.
+            return DaemonSource::Pool {
+                from: "BUILDKIT_HOST",
+                entries: vec![env.clone()],
+            };
+        }
         let (buildkitd, _) = daemon::binaries();
         let installed = crate::daemon::probe::which(&buildkitd).is_some();
         match Address::parse(env) {
@@ -206,6 +230,12 @@ pub async fn address_report(global: &GlobalArgs) {
     };
     let show = |s: &str| crate::text::escape_str(s);
     let (mark, text) = match global.daemon_source() {
+        DaemonSource::Pool { from, entries } => {
+            for (mark, text) in route::pool_report(global, from, &entries).await {
+                println!("[{mark}] {name:<25} {text}");
+            }
+            return;
+        }
         DaemonSource::Spawn => (
             "info",
             "none set (--addr, BUILDKIT_HOST): bkd starts its own buildkitd".to_string(),
@@ -383,13 +413,29 @@ mod tests {
         let mut global = Cli::parse_from(["bkd", "doctor"]).global;
         assert_eq!(global.daemon_source(), DaemonSource::Spawn);
         global.env_addr = Some("tcp://127.0.0.1:1".into());
-        global.addr = Some("unix:///x.sock".into());
+        global.addr = vec!["unix:///x.sock".into()];
         assert_eq!(
             global.daemon_source(),
             DaemonSource::Flag("unix:///x.sock".into())
         );
+        // Several addresses, or one to discover, make a pool.
+        global.addr = vec!["tcp://a:1".into(), "tcp://b:2".into()];
+        assert!(matches!(
+            global.daemon_source(),
+            DaemonSource::Pool { from: "--addr", .. }
+        ));
+        global.addr = vec!["srv://_bk._tcp.pool".into()];
+        assert!(matches!(global.daemon_source(), DaemonSource::Pool { .. }));
+        global.addr = vec![];
+        global.env_addr = Some("tcp://127.0.0.1:1,tcp://127.0.0.1:2".into());
+        assert!(matches!(
+            global.daemon_source(),
+            DaemonSource::Pool {
+                from: "BUILDKIT_HOST",
+                ..
+            }
+        ));
         // A malformed variable is used as given, so connecting names it.
-        global.addr = None;
         global.env_addr = Some("bogus://x".into());
         assert_eq!(
             global.daemon_source(),

@@ -7,6 +7,7 @@ pub mod advice;
 pub mod config;
 pub mod probe;
 pub mod process;
+pub mod slots;
 pub mod state;
 
 use std::io::{Read, Seek, SeekFrom};
