@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod spawn;
 
 use std::io::{Read, Write};

@@ -1,0 +1,759 @@
+//! A pool of real buildkitd daemons with mTLS on this machine, set up as
+//! docs/pool.md tells (tests/common/fleet.rs): builds of one repository
+//! stick to one daemon, names are discovered in DNS (A/AAAA and SRV, as a
+//! headless Service publishes them), dead and unreachable endpoints are
+//! skipped, a build that lost its daemon moves only when no step had
+//! started, the context stays warm across client directories, and
+//! daemonless builds share a state dir through slots.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bkd::route::{rendezvous, Endpoint, RouteKey};
+use bkd::transport::Address;
+use common::fleet::*;
+use common::spawn::{processes_matching, wait_for};
+use common::*;
+
+/// A repository's files: busybox, its own source file, and a Dockerfile
+/// whose last step is slow.
+fn write_repo(dir: &Path, repo: &str, slow: &str) {
+    std::fs::copy("/bin/busybox", dir.join("busybox")).expect("copy busybox");
+    write(dir, "app.txt", &format!("source of {repo}\n"));
+    write(
+        dir,
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY app.txt /app.txt\n\
+             RUN [\"/bin/busybox\",\"sh\",\"-c\",\"{slow} && /bin/busybox cat /app.txt > /built\"]\n"
+        ),
+    );
+}
+
+/// A fresh client directory holding `repo`, as a new CI pod's checkout.
+fn checkout(repo: &str, slow: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("bkd-checkout-")
+        .tempdir()
+        .expect("checkout dir");
+    write_repo(dir.path(), repo, slow);
+    dir
+}
+
+/// The daemon a build went to (its `building on` line).
+fn routed_to(run: &Run) -> String {
+    run.stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("bkd: route: building on "))
+        .and_then(|rest| rest.split(' ').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no routing line\n{}", run.explain()))
+}
+
+/// Whether the build ran its RUN step (rather than finding it cached),
+/// from the plain progress output.
+fn ran_slow_step(run: &Run) -> bool {
+    let err = run.stderr();
+    let id = err
+        .lines()
+        .find(|l| l.contains("] RUN [\"/bin/busybox\""))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no RUN step in the output\n{}", run.explain()))
+        .to_string();
+    !err.lines().any(|l| l == format!("{id} CACHED"))
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The endpoints bkd makes of fixed addresses, for computing a key's order.
+fn fixed(addrs: &[String]) -> Vec<Endpoint> {
+    addrs
+        .iter()
+        .map(|a| Endpoint {
+            id: a.clone(),
+            address: Address::parse(a).expect("address"),
+            server_name: None,
+            origin: None,
+        })
+        .collect()
+}
+
+/// A route key whose order over `endpoints` starts with `first`.
+fn key_first_on(endpoints: &[Endpoint], first: &str, tag: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|k| rendezvous::order(k, endpoints)[0].id == first)
+        .expect("a key for each endpoint")
+}
+
+#[test]
+fn builds_of_one_repository_stick_to_one_daemon_and_run_the_slow_step_once() {
+    let fleet = Fleet::start(3);
+    let repos = [
+        "github.com/org/api",
+        "github.com/org/web",
+        "github.com/org/worker",
+        "github.com/org/cli",
+    ];
+    // Three builds of each, in an order no daemon could have guessed.
+    let mut order: Vec<&str> = repos.iter().flat_map(|r| [*r; 3]).collect();
+    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rand::rng());
+    let mut runs = Vec::new();
+    for repo in &order {
+        let dir = checkout(repo, "sleep 1");
+        let mut args = strings(&["build", "--addr", &fleet.addr_list(), "--progress", "plain"]);
+        args.extend(fleet.tls_flags());
+        args.push(".".into());
+        let run = fleet.bkd(
+            &args,
+            dir.path(),
+            &[
+                (
+                    "BUILDKITE_REPO",
+                    &format!("git@{}.git", repo.replacen('/', ":", 1)),
+                ),
+                (
+                    "BUILDKITE_BUILD_CHECKOUT_PATH",
+                    &dir.path().display().to_string(),
+                ),
+            ],
+        );
+        run.assert_ok();
+        runs.push((repo.to_string(), routed_to(&run), ran_slow_step(&run)));
+    }
+    // Each repository went where rendezvous hashing of its default key
+    // (repository from BUILDKITE_REPO, Dockerfile path in the checkout,
+    // no target or platform) puts it: not merely to one daemon.
+    let endpoints = fixed(
+        &fleet
+            .daemons
+            .iter()
+            .map(|d| d.addr.clone())
+            .collect::<Vec<_>>(),
+    );
+    for repo in repos {
+        let key = RouteKey::given(&format!("{repo}:Dockerfile::"));
+        let expected = rendezvous::order(&key.key, &endpoints)[0].id.clone();
+        assert!(
+            runs.iter().filter(|r| r.0 == repo).all(|r| r.1 == expected),
+            "{repo} should go to {expected}: {runs:?}"
+        );
+    }
+    for repo in repos {
+        let of_repo: Vec<&(String, String, bool)> = runs.iter().filter(|r| r.0 == repo).collect();
+        let daemons: std::collections::BTreeSet<&str> =
+            of_repo.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(daemons.len(), 1, "{repo} went to {daemons:?}: {runs:?}");
+        let ran: Vec<bool> = of_repo.iter().map(|r| r.2).collect();
+        assert_eq!(
+            ran,
+            [true, false, false],
+            "{repo}: the slow step ran {ran:?}"
+        );
+    }
+    // The daemons' own history agrees: 12 builds, each where bkd said.
+    let mut recorded = 0;
+    for (i, d) in fleet.daemons.iter().enumerate() {
+        let here = runs.iter().filter(|r| r.1 == d.addr).count();
+        assert_eq!(fleet.histories(i).len(), here, "{}", d.addr);
+        recorded += here;
+    }
+    assert_eq!(recorded, order.len());
+}
+
+#[test]
+fn a_headless_services_a_aaaa_and_srv_records_name_the_pool() {
+    let fleet = Fleet::start_with_dns(3);
+    let port = fleet.shared_port;
+    let dir = checkout("github.com/org/dns", "true");
+
+    // A and AAAA: every record of the Service's short name, through the
+    // pod's search domains; the key is one whose first choice is [::1].
+    let records: Vec<String> = (0..3)
+        .map(|i| format!("tcp://{}:{port}", record_ip(i)))
+        .chain([format!("tcp://[::1]:{port}")])
+        .collect();
+    let key = key_first_on(&fixed(&records), &format!("tcp://[::1]:{port}"), "aaaa");
+    let mut args = strings(&[
+        "build",
+        "--debug",
+        "--addr",
+        &format!("dns://buildkitd:{port}"),
+    ]);
+    args.extend(fleet.tls_flags());
+    args.extend(strings(&["--route-key", &key, "."]));
+    let run = fleet.bkd(&args, dir.path(), &[]);
+    run.assert_ok();
+    let err = run.stderr();
+    let gave = err
+        .lines()
+        .find(|l| l.contains(&format!("dns://buildkitd:{port} gave ")))
+        .unwrap_or_else(|| panic!("no discovery line\n{}\n{}", run.explain(), fleet.dns_log()));
+    assert!(gave.contains("gave 4 endpoint(s)"), "{gave}");
+    for r in &records {
+        assert!(gave.contains(r.as_str()), "{r} missing: {gave}");
+    }
+    assert_eq!(
+        routed_to(&run),
+        format!("tcp://[::1]:{port}"),
+        "{}",
+        run.explain()
+    );
+
+    // SRV: the pods' own names, each on its port; the key's order over
+    // those names decides.
+    let targets: Vec<String> = fleet
+        .daemons
+        .iter()
+        .map(|d| format!("tcp://{}:{}", d.pod, d.port))
+        .collect();
+    for (n, target) in targets.iter().enumerate() {
+        let key = key_first_on(&fixed(&targets), target, &format!("srv{n}"));
+        let mut args = strings(&[
+            "build",
+            "--debug",
+            "--addr",
+            "srv://_buildkitd._tcp.buildkitd",
+        ]);
+        args.extend(fleet.tls_flags());
+        args.extend(strings(&["--route-key", &key, "."]));
+        let run = fleet.bkd(&args, dir.path(), &[]);
+        run.assert_ok();
+        assert!(
+            run.stderr()
+                .contains("srv://_buildkitd._tcp.buildkitd gave 3 endpoint(s)"),
+            "{}\n{}",
+            run.explain(),
+            fleet.dns_log()
+        );
+        assert_eq!(&routed_to(&run), target, "{}", run.explain());
+    }
+
+    // The pipeline step of docs/pool.md, as written: BKD_ADDR and the
+    // command's flags (its certificates under /certs are the test's).
+    let step = doc_block("pipeline");
+    let bkd_addr = step
+        .lines()
+        .skip_while(|l| !l.contains("name: BKD_ADDR"))
+        .find_map(|l| l.trim().strip_prefix("value: "))
+        .expect("the step sets BKD_ADDR")
+        .to_string();
+    let command: String = step
+        .split_once("command: |")
+        .expect("the step's command")
+        .1
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("      "))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('\\', " ");
+    let words: Vec<String> = command
+        .split_whitespace()
+        .skip_while(|w| *w != "build")
+        .take_while(|w| *w != "--push")
+        .map(|w| w.replace("/certs/", &format!("{}/", fleet.certs.display())))
+        .collect();
+    let out = dir.path().join("out.tar");
+    let mut args = words.clone();
+    args.extend(strings(&["-o", &tar_output(&out), "."]));
+    let run = fleet.bkd(&args, dir.path(), &[("BKD_ADDR", &bkd_addr)]);
+    run.assert_ok();
+    assert!(targets.contains(&routed_to(&run)), "{}", run.explain());
+    assert!(tar_file(&out, "built").is_some(), "{}", run.explain());
+
+    // bkd doctor lists the pool's endpoints and that each answers.
+    let mut args = strings(&["doctor", "--addr", "srv://_buildkitd._tcp.buildkitd"]);
+    args.extend(fleet.tls_flags());
+    let doctor = fleet.bkd(&args, dir.path(), &[]);
+    let text = doctor.stdout();
+    assert!(
+        text.contains("a pool of 3 endpoint(s)"),
+        "{}",
+        doctor.explain()
+    );
+    for t in &targets {
+        assert!(
+            text.lines().any(|l| l.starts_with("[ok  ] address")
+                && l.contains(t.as_str())
+                && l.contains("a daemon answers")),
+            "{t}\n{}",
+            doctor.explain()
+        );
+    }
+}
+
+/// The build's stderr lines that tell of a daemon lost mid-build.
+fn retries(run: &Run) -> Vec<String> {
+    run.stderr()
+        .lines()
+        .filter(|l| l.starts_with("bkd: route: lost "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn dead_refusing_and_stalled_endpoints_are_skipped_and_every_build_succeeds() {
+    let mut fleet = Fleet::start(3);
+    fleet.kill(1);
+    let refused = format!("tcp://127.0.0.1:{}", free_port());
+    // Accepts connections (the kernel completes them) but never answers.
+    let stalled_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let stalled = format!("tcp://{}", stalled_listener.local_addr().expect("addr"));
+    let list = vec![
+        fleet.daemons[0].addr.clone(),
+        fleet.daemons[1].addr.clone(),
+        fleet.daemons[2].addr.clone(),
+        refused.clone(),
+        stalled.clone(),
+    ];
+    let endpoints = fixed(&list);
+    let dead = [&list[1], &refused, &stalled];
+    // Keys whose first choice is each endpoint in turn, the dead one twice.
+    let firsts = [&list[1], &list[1], &refused, &stalled, &list[0], &list[2]];
+    let dir = checkout("github.com/org/failover", "true");
+    for (n, first) in firsts.iter().enumerate() {
+        let key = key_first_on(&endpoints, first, &format!("failover{n}"));
+        let expected = rendezvous::order(&key, &endpoints)
+            .into_iter()
+            .find(|e| !dead.contains(&&e.id))
+            .expect("a live endpoint")
+            .id;
+        let mut args = strings(&["build", "--addr", &list.join(","), "--route-key", &key]);
+        args.extend(fleet.tls_flags());
+        args.push(".".into());
+        let started = Instant::now();
+        let run = fleet.bkd(&args, dir.path(), &[]);
+        run.assert_ok();
+        assert_eq!(routed_to(&run), expected, "{}", run.explain());
+        let stderr = run.stderr();
+        let skipped: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("did not answer"))
+            .collect();
+        let skipped_first = dead.contains(first);
+        assert_eq!(!skipped.is_empty(), skipped_first, "{}", run.explain());
+        if skipped_first {
+            assert!(
+                skipped[0].starts_with(&format!(
+                    "bkd: route: {first} (1st for this key) did not answer: "
+                )),
+                "{}",
+                run.explain()
+            );
+        }
+        if **first == stalled {
+            assert!(
+                skipped[0].contains("no answer within 5s"),
+                "{}",
+                run.explain()
+            );
+        } else {
+            // A refused or dead endpoint costs no wait.
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{}",
+                run.explain()
+            );
+        }
+        assert!(retries(&run).is_empty(), "{}", run.explain());
+    }
+    // Every build ran once, where bkd said, and none failed there: none was
+    // retried after it started.
+    let records: Vec<serde_json::Value> = [0, 2].iter().flat_map(|i| fleet.histories(*i)).collect();
+    assert_eq!(records.len(), firsts.len(), "{records:?}");
+    for r in &records {
+        assert!(r["record"].get("error").is_none(), "a failed build: {r}");
+        assert!(r["record"].get("CompletedAt").is_some(), "{r}");
+    }
+    drop(stalled_listener);
+}
+
+/// A build of `dir` in the background, its output in files.
+struct Background {
+    child: std::process::Child,
+    out: tempfile::TempDir,
+    cmd: String,
+    cwd: std::path::PathBuf,
+}
+
+impl Background {
+    fn start(fleet: &Fleet, args: &[String], dir: &Path) -> Background {
+        let out = tempfile::tempdir().expect("out dir");
+        let child = fleet
+            .command(args, dir, &[])
+            .stdout(std::fs::File::create(out.path().join("stdout")).expect("stdout"))
+            .stderr(std::fs::File::create(out.path().join("stderr")).expect("stderr"))
+            .spawn()
+            .expect("start bkd");
+        Background {
+            child,
+            out,
+            cmd: format!("bkd {}", args.join(" ")),
+            cwd: dir.to_path_buf(),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
+    }
+
+    fn finish(mut self, limit: Duration) -> Run {
+        let ended = wait_for(limit, || matches!(self.child.try_wait(), Ok(Some(_))));
+        if !ended {
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait().expect("wait for bkd");
+        let out = std::process::Output {
+            status,
+            stdout: std::fs::read(self.out.path().join("stdout")).unwrap_or_default(),
+            stderr: std::fs::read(self.out.path().join("stderr")).unwrap_or_default(),
+        };
+        let run = Run {
+            cmd: self.cmd.clone(),
+            cwd: self.cwd.clone(),
+            out,
+        };
+        assert!(ended, "bkd did not end within {limit:?}\n{}", run.explain());
+        run
+    }
+}
+
+#[test]
+fn a_build_moves_to_the_next_daemon_only_if_no_step_had_started() {
+    let mut fleet = Fleet::start(4);
+    let list: Vec<String> = fleet.daemons.iter().map(|d| d.addr.clone()).collect();
+    let endpoints = fixed(&list);
+    let tls = fleet.tls_flags();
+    let pool_args = |key: &str, extra: &[&str]| {
+        let mut args = strings(&["build", "--addr", &list.join(","), "--route-key", key]);
+        args.extend(tls.iter().cloned());
+        args.extend(strings(extra));
+        args.push(".".into());
+        args
+    };
+
+    // Lost while the context is still being sent: no step had started, so
+    // the build moves to the key's second daemon and succeeds there.
+    let big = tempfile::tempdir().expect("big context");
+    let file = std::fs::File::create(big.path().join("big")).expect("big file");
+    file.set_len(800 << 20).expect("800 MB");
+    write(big.path(), "Dockerfile", "FROM scratch\nCOPY big /big\n");
+    let key = key_first_on(&endpoints, &list[0], "transfer");
+    let second = rendezvous::order(&key, &endpoints)[1].id.clone();
+    let build = Background::start(&fleet, &pool_args(&key, &["--debug"]), big.path());
+    let sending = wait_for(Duration::from_secs(60), || {
+        let e = build.stderr();
+        e.contains("file sync requested dir=context") && e.contains("\"big\"")
+    });
+    assert!(
+        sending,
+        "the context transfer never started:\n{}",
+        build.stderr()
+    );
+    fleet.kill(0);
+    let run = build.finish(Duration::from_secs(120));
+    run.assert_ok();
+    let lost = retries(&run);
+    assert_eq!(lost.len(), 1, "{}", run.explain());
+    assert!(
+        lost[0].starts_with(&format!(
+            "bkd: route: lost {} before any build step started: ",
+            list[0]
+        )) && lost[0].ends_with("; retrying on the next daemon"),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.stderr().contains(&format!(
+            "bkd: route: building on {second} (2nd of 4 for this key)"
+        )),
+        "{}",
+        run.explain()
+    );
+
+    // Lost while a RUN step runs: not retried (exit 4, saying why).
+    let marker = format!("sleep 61{}", std::process::id() % 1000);
+    fleet.leftovers.push(marker.clone());
+    let dir = checkout("github.com/org/lost", &marker);
+    let key = key_first_on(&endpoints, &list[1], "lost");
+    let build = Background::start(&fleet, &pool_args(&key, &[]), dir.path());
+    let running = wait_for(Duration::from_secs(60), || {
+        !processes_matching(&marker).is_empty()
+    });
+    assert!(running, "the step never started:\n{}", build.stderr());
+    fleet.kill(1);
+    let run = build.finish(Duration::from_secs(60));
+    assert_eq!(run.code(), Some(4), "{}", run.explain());
+    let last = run.stderr().lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.starts_with(&format!("error: lost the connection to buildkitd at {}", list[1]))
+            && last.ends_with("(not retried on another daemon: a build step had started there; --retry-after-start allows it)"),
+        "{}",
+        run.explain()
+    );
+    assert!(retries(&run).is_empty(), "{}", run.explain());
+
+    // The same with --retry-after-start: the build runs again on the next.
+    let marker = format!("sleep 4.{}1", std::process::id() % 1000);
+    fleet.leftovers.push(marker.clone());
+    let dir = checkout("github.com/org/again", &marker);
+    let key = key_first_on(&endpoints, &list[2], "again");
+    let next = rendezvous::order(&key, &endpoints)
+        .into_iter()
+        .find(|e| e.id == list[3])
+        .map(|e| e.id)
+        .expect("the last live daemon");
+    let build = Background::start(
+        &fleet,
+        &pool_args(&key, &["--retry-after-start"]),
+        dir.path(),
+    );
+    let running = wait_for(Duration::from_secs(60), || {
+        !processes_matching(&marker).is_empty()
+    });
+    assert!(running, "the step never started:\n{}", build.stderr());
+    fleet.kill(2);
+    let run = build.finish(Duration::from_secs(120));
+    run.assert_ok();
+    let lost = retries(&run);
+    assert_eq!(lost.len(), 1, "{}", run.explain());
+    assert!(
+        lost[0].starts_with(&format!(
+            "bkd: route: lost {} after a build step had started (--retry-after-start): ",
+            list[2]
+        )),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        run.stderr()
+            .contains(&format!("bkd: route: building on {next} (")),
+        "{}",
+        run.explain()
+    );
+}
+
+/// The context transfer's own account in bkd's debug log: (files, bytes).
+fn context_sent(run: &Run) -> (u64, u64) {
+    let stderr = run.stderr();
+    let line = stderr
+        .lines()
+        .filter(|l| l.contains("file sync done") && l.contains("dir=context"))
+        .find(|l| !l.contains(" entries=0 "))
+        .unwrap_or_else(|| panic!("no transfer account\n{}", run.explain()));
+    let field = |key: &str| -> u64 {
+        line.split(&format!(" {key}="))
+            .nth(1)
+            .and_then(|v| v.trim_start_matches('"').split(['"', ' ']).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    (field("files"), field("bytes"))
+}
+
+#[test]
+fn a_second_build_from_a_new_directory_sends_only_the_changed_files() {
+    let daemon = PrivateDaemon::start();
+    let first = tempfile::tempdir().expect("first checkout");
+    let a = first.path().join("app");
+    std::fs::create_dir(&a).expect("app");
+    let mut total = 0u64;
+    for d in 0..10 {
+        for f in 0..30 {
+            let data: Vec<u8> = (0..(64 << 10) + d * 977 + f * 31)
+                .map(|i| (i * 7 + d * 13 + f) as u8)
+                .collect();
+            total += data.len() as u64;
+            write_bytes(&a.join(format!("src/d{d}/f{f}.bin")), &data);
+        }
+    }
+    write(&a, "Dockerfile", "FROM scratch\nCOPY src /src\n");
+    let repo = format!("git@example.com:org/warm-{}.git", nonce());
+    let build = |dir: &Path, extra: &[&str]| {
+        let checkout = dir.display().to_string();
+        let mut args = vec!["build", "--addr", &daemon.addr];
+        args.extend_from_slice(extra);
+        args.push(".");
+        let r = run(
+            env!("CARGO_BIN_EXE_bkd"),
+            &args,
+            dir,
+            &[
+                ("BKD_LOG", "bkd=debug"),
+                ("BUILDKITE_REPO", &repo),
+                ("BUILDKITE_BUILD_CHECKOUT_PATH", &checkout),
+            ],
+        );
+        r.assert_ok();
+        r
+    };
+    let cold = build(&a, &[]);
+    assert_eq!(context_sent(&cold), (300, total), "{}", cold.explain());
+
+    // A new pod's checkout: another directory, the same files with their
+    // times, two files changed and one added.
+    let second = tempfile::tempdir().expect("second checkout");
+    let b = second.path().join("checkout-of-another-agent");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .expect("cp -a");
+    assert!(cp.success());
+    let changed = [
+        ("src/d3/f7.bin", vec![1u8; 5000]),
+        ("src/d9/f0.bin", vec![2u8; 70_001]),
+        ("src/d5/new.bin", vec![3u8; 12_345]),
+    ];
+    for (name, data) in &changed {
+        write_bytes(&b.join(name), data);
+    }
+    let warm = build(&b, &[]);
+    let changed_bytes: u64 = changed.iter().map(|(_, d)| d.len() as u64).sum();
+    assert_eq!(
+        context_sent(&warm),
+        (3, changed_bytes),
+        "{}",
+        warm.explain()
+    );
+
+    // Under another route key the daemon has no copy: everything is sent.
+    let other = build(&b, &["--route-key", "another-key"]);
+    assert_eq!(context_sent(&other).0, 301, "{}", other.explain());
+}
+
+fn write_bytes(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, data).expect("write");
+}
+
+#[test]
+fn four_concurrent_daemonless_builds_on_one_state_dir_take_slots_and_find_them_warm() {
+    use common::spawn::{command, As};
+    let root = tempfile::Builder::new()
+        .prefix("bkd-slots-")
+        .tempdir()
+        .expect("state dir");
+    let root_text = root.path().display().to_string();
+    let step = format!("sleep 2; echo {} > /built", nonce());
+    let doctor = || {
+        let out = command(
+            As::Root,
+            &["doctor", "--state-slots", "--root", &root_text],
+            root.path(),
+            &[],
+        )
+        .output()
+        .expect("bkd doctor");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let round = |n: usize| -> Vec<Run> {
+        let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| context()).collect();
+        let mut children = Vec::new();
+        for d in &dirs {
+            write(
+                d.path(),
+                "Dockerfile",
+                &format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"sh\",\"-c\",\"{step}\"]\n"),
+            );
+            let out = d.path().join("out.tar").display().to_string();
+            let args = [
+                "build",
+                "--state-slots",
+                "--root",
+                &root_text,
+                "--debug",
+                "--progress",
+                "plain",
+                "-o",
+                &format!("type=tar,dest={out}"),
+                ".",
+            ];
+            let child = command(As::Root, &args, d.path(), &[])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start bkd");
+            children.push((child, d.path().to_path_buf(), args.join(" ")));
+        }
+        // While the first round runs, doctor names the holders.
+        if n == 1 {
+            let held = wait_for(Duration::from_secs(60), || doctor().contains("held by pid"));
+            assert!(held, "doctor never showed a holder:\n{}", doctor());
+        }
+        let runs: Vec<Run> = children
+            .into_iter()
+            .map(|(child, cwd, cmd)| Run {
+                cmd: format!("bkd {cmd}"),
+                cwd,
+                out: child.wait_with_output().expect("wait for bkd"),
+            })
+            .collect();
+        drop(dirs);
+        runs
+    };
+    let slots_of = |runs: &[Run]| -> std::collections::BTreeSet<String> {
+        runs.iter()
+            .map(|r| {
+                r.stderr()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("bkd: state slot "))
+                    .and_then(|s| s.split(' ').next())
+                    .unwrap_or_else(|| panic!("no slot line\n{}", r.explain()))
+                    .to_string()
+            })
+            .collect()
+    };
+    let first = round(1);
+    for r in &first {
+        r.assert_ok();
+        assert!(
+            ran_slow_step(r),
+            "a cold slot cannot have it cached\n{}",
+            r.explain()
+        );
+    }
+    assert_eq!(
+        slots_of(&first),
+        ["0", "1", "2", "3"].map(String::from).into()
+    );
+    let mut names: Vec<String> = std::fs::read_dir(root.path())
+        .expect("read state dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let want: Vec<String> = (0..4)
+        .flat_map(|i| [format!("slot-{i}"), format!("slot-{i}.lock")])
+        .collect();
+    assert_eq!(names, want);
+
+    let second = round(2);
+    for r in &second {
+        r.assert_ok();
+        assert!(
+            !ran_slow_step(r),
+            "each slot had the step cached\n{}",
+            r.explain()
+        );
+    }
+    assert_eq!(
+        slots_of(&second),
+        ["0", "1", "2", "3"].map(String::from).into()
+    );
+    let report = doctor();
+    for i in 0..4 {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(&format!("slot-{i} ")) && l.ends_with(" free")),
+            "slot-{i}:\n{report}"
+        );
+    }
+    unmount_below(root.path());
+}
