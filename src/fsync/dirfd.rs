@@ -651,7 +651,8 @@ impl Dir {
 
     /// Removes an entry and, if it is a directory, everything below it,
     /// through descriptors only: a symlink is removed, never followed. An
-    /// entry already gone is no error. No recursion: trees of any depth.
+    /// entry already gone is no error. No recursion; one descriptor is held
+    /// per level (the trees bkd removes are below `PATH_MAX` deep).
     pub fn remove_tree_at(&self, name: &[u8]) -> io::Result<()> {
         match self.unlink_at(name, false) {
             Ok(()) => return Ok(()),

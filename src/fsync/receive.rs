@@ -231,7 +231,11 @@ impl Receiver {
     /// Checks `path` comes next in fsutil's order, inside the directory on
     /// top of the stack (popping finished ones); returns its name there.
     fn place<'p>(&mut self, path: &'p [u8]) -> Result<&'p [u8], ReceiveError> {
-        let clean = !path.is_empty() && path.split(|b| *b == b'/').all(is_plain_name);
+        // A path the kernel could not take is refused too: it bounds the
+        // depth, and the directories held open with it.
+        let clean = !path.is_empty()
+            && path.len() < dirfd::PATH_MAX
+            && path.split(|b| *b == b'/').all(is_plain_name);
         if !clean {
             return Err(ReceiveError::UnsafePath(escape_bytes(path)));
         }
