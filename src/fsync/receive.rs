@@ -58,6 +58,9 @@ pub enum ReceiveError {
     },
     #[error("sender ended the transfer before all files arrived")]
     Incomplete,
+    /// Without privileges the kernel refuses `mknod` of a device.
+    #[error("cannot create the device node {0}: only root can (a tar output keeps device nodes)")]
+    DeviceNeedsRoot(String),
 }
 
 /// What the caller should do after a packet was handled.
@@ -339,17 +342,12 @@ impl Receiver {
             libc::S_IFBLK
         };
         let dev = libc::makedev(stat.devmajor as u32, stat.devminor as u32);
-        let err = self.io_err(&stat.path);
-        dir.mknod_at(name, kind | 0o600, dev).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) && kind != libc::S_IFIFO {
-                err(std::io::Error::new(
-                    e.kind(),
-                    "device nodes can only be created by root (the tar output keeps them)",
-                ))
-            } else {
-                err(e)
+        match dir.mknod_at(name, kind | 0o600, dev) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && kind != libc::S_IFIFO => {
+                return Err(ReceiveError::DeviceNeedsRoot(escape_bytes(&stat.path)))
             }
-        })?;
+            r => r.map_err(self.io_err(&stat.path))?,
+        }
         for x in &stat.xattrs {
             // As buildctl: an attribute the kernel refuses is left out.
             let _ = dir.set_xattr_at(name, &x.key, &x.value);

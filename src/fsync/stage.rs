@@ -264,6 +264,16 @@ fn move_entry(from: &Dir, to: &Dir, name: &[u8]) -> io::Result<Option<Merging>> 
         if is_dir(&src) && is_dir(dst) {
             match to.open_dir(name) {
                 Ok(dest_dir) => {
+                    // Entries are moved into it: a directory of ours that
+                    // an earlier export left read-only gets write
+                    // permission until the staged one's mode replaces it.
+                    let dest_st = dest_dir.stat()?;
+                    // SAFETY: geteuid cannot fail.
+                    if dest_st.st_uid == unsafe { libc::geteuid() }
+                        && dest_st.st_mode & 0o700 != 0o700
+                    {
+                        dirfd::set_mode(dest_dir.fd(), (dest_st.st_mode & 0o7777) | 0o700)?;
+                    }
                     let staged = from.open_dir(name)?;
                     let xattrs = from.xattrs_at(name).unwrap_or_default();
                     // The staged directory is emptied by moving its entries

@@ -108,9 +108,9 @@ impl StagedOutputs {
                     done.push(dest);
                 }
                 Staged::Dir { staged, dest } => {
-                    staged.commit().map_err(|source| CommitError {
+                    staged.commit().map_err(|e| CommitError {
                         dest: dest.clone(),
-                        source,
+                        source: std::io::Error::new(e.kind(), write_reason(&e)),
                     })?;
                     done.push(dest);
                 }
@@ -353,6 +353,7 @@ async fn receive_dir(
             Err(ReceiveError::Io { source, .. }) => {
                 return Err(Failure::Write(write_reason(&source)))
             }
+            Err(e @ ReceiveError::DeviceNeedsRoot(_)) => return Err(Failure::Write(e.to_string())),
             Err(e) => return Err(Status::aborted(e.to_string()).into()),
         };
         match step {
