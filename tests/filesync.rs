@@ -623,6 +623,9 @@ fn a_directory_swapped_for_a_link_never_takes_the_walk_outside() {
     // link to a directory only root can read, as fast as it can, while
     // root's bkd sends the context: nothing of that directory may be
     // announced or sent.
+    // The root-only directory mirrors the names and sizes of `sub`, as an
+    // attacker would arrange, so that a file opened by path through the
+    // link is found.
     let base = tempfile::tempdir().expect("temp dir");
     let secret = tempfile::tempdir().expect("temp dir");
     std::fs::write(secret.path().join("secret"), MARKER).expect("write");
@@ -630,8 +633,18 @@ fn a_directory_swapped_for_a_link_never_takes_the_walk_outside() {
     std::fs::write(secret.path().join("inner/more"), MARKER).expect("write");
     let ctx = base.path().join("ctx");
     std::fs::create_dir_all(ctx.join("sub")).expect("mkdir");
+    let mirrored = &MARKER[..12];
     for i in 0..40 {
-        std::fs::write(ctx.join(format!("sub/f{i:02}")), format!("file {i}")).expect("write");
+        std::fs::write(
+            ctx.join(format!("sub/f{i:02}")),
+            format!("public-{i:02}-----"),
+        )
+        .expect("write");
+        std::fs::write(
+            secret.path().join(format!("f{i:02}")),
+            format!("{mirrored}{i:02}"),
+        )
+        .expect("write");
     }
     symlink(secret.path(), base.path().join("evil")).expect("symlink");
     for p in [

@@ -568,13 +568,15 @@ fn a_tree_2000_deep_is_sent_and_a_deeper_one_fails_cleanly() {
 
 /// A context the test user owns, inside a directory it owns, with a
 /// directory `sub` it can swap for `evil`, a link to a directory only root
-/// can read; the marker is in that directory's files.
+/// can read. That directory holds files of the same names and sizes as
+/// `sub`'s, marked [`MARKER`] (an attacker would mirror the names, so that
+/// a file opened by path through the link is found), and one more.
 struct SwapLayout {
     base: tempfile::TempDir,
     secret: tempfile::TempDir,
 }
 
-const MARKER: &str = "root-only-content-2718281828";
+const MARKER: &str = "ROOT-ONLY";
 
 impl SwapLayout {
     fn new() -> SwapLayout {
@@ -586,17 +588,21 @@ impl SwapLayout {
             .prefix("bkd-root-only-")
             .tempdir()
             .expect("temp dir");
-        std::fs::write(secret.path().join("secret"), MARKER).expect("write");
-        std::fs::set_permissions(
-            secret.path().join("secret"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .expect("chmod");
         let ctx = base.path().join("ctx");
         std::fs::create_dir_all(ctx.join("sub")).expect("mkdir");
         write(&ctx, "Dockerfile", "FROM scratch\nCOPY . /\n");
         for i in 0..40 {
-            write(&ctx, &format!("sub/f{i:02}"), &format!("file {i}"));
+            write(&ctx, &format!("sub/f{i:02}"), &format!("public-{i:02}--"));
+            write(
+                secret.path(),
+                &format!("f{i:02}"),
+                &format!("{MARKER}{i:02}"),
+            );
+        }
+        write(secret.path(), "secret", MARKER);
+        for e in std::fs::read_dir(secret.path()).expect("read") {
+            let p = e.expect("entry").path();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         }
         std::os::unix::fs::symlink(secret.path(), base.path().join("evil")).expect("symlink");
         spawn::chown_tree(base.path());
