@@ -61,10 +61,10 @@ fn stat_strategy() -> impl Strategy<Value = Stat> {
     ];
     (path_like(), modes, any::<i64>(), path_like(), any::<i64>()).prop_map(
         |(path, mode, size, linkname, mod_time)| Stat {
-            path,
+            path: path.into(),
             mode,
             size,
-            linkname,
+            linkname: linkname.into(),
             mod_time,
             ..Default::default()
         },
@@ -159,7 +159,8 @@ proptest! {
         let base = tempfile::tempdir().expect("temp dir");
         let dest = base.path().join("dest");
         std::fs::create_dir(&dest).expect("mkdir");
-        let mut receiver = Receiver::new(dest.clone());
+        let dir = bkd::fsync::dirfd::Dir::open(&dest).expect("open dest");
+        let mut receiver = Receiver::new(dir, dest.clone());
         for p in packets {
             if receiver.handle(p).is_err() {
                 break;

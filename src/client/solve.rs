@@ -290,7 +290,10 @@ fn solve_error(addr: &str, status: &tonic::Status, logs: LogTail) -> Error {
             ))
         }
         _ => Error::BuildFailed {
-            message: format!("failed to solve: {}", status.message()),
+            message: match crate::session::explain_error(status.message()) {
+                Some(why) => format!("failed to solve: {}: {why}", status.message()),
+                None => format!("failed to solve: {}", status.message()),
+            },
             step_logs: logs.text,
         },
     }
