@@ -9,7 +9,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::patterns::{clean_path, MatchInfo, PatternMatcher};
+use super::patterns::{clean_path, filepath_match, MatchInfo, PatternError, PatternMatcher};
 use super::stat::{make_stat, rel_to_string, MODE_DIR, MODE_SYMLINK};
 use crate::proto::fsutil::types::Stat;
 
@@ -24,8 +24,12 @@ pub struct Filter {
 /// Why a walk stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
-    #[error(transparent)]
-    Pattern(#[from] super::patterns::PatternError),
+    /// A pattern of the context's ignore file (exclude patterns).
+    #[error(".dockerignore: {0}")]
+    ExcludePattern(PatternError),
+    /// A pattern the daemon asked for (include patterns, follow paths).
+    #[error("include patterns: {0}")]
+    IncludePattern(PatternError),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -68,12 +72,12 @@ impl Matchers {
         let include = if include_patterns.is_empty() {
             None
         } else {
-            Some(PatternMatcher::new(&include_patterns)?)
+            Some(PatternMatcher::new(&include_patterns).map_err(WalkError::IncludePattern)?)
         };
         let exclude = if filter.exclude_patterns.is_empty() {
             None
         } else {
-            Some(PatternMatcher::new(&filter.exclude_patterns)?)
+            Some(PatternMatcher::new(&filter.exclude_patterns).map_err(WalkError::ExcludePattern)?)
         };
         let only_prefix_includes = include.as_ref().is_none_or(|m| {
             m.patterns()
@@ -181,7 +185,9 @@ where
             let mut exclude_info = MatchInfo::default();
 
             if let Some(include) = &self.matchers.include {
-                let (hit, info) = include.matches_using_parent(&rel, parent_include);
+                let (hit, info) = include
+                    .matches_using_parent(&rel, parent_include)
+                    .map_err(WalkError::IncludePattern)?;
                 include_info = info;
                 if !hit {
                     if is_dir
@@ -194,7 +200,9 @@ where
                 }
             }
             if let Some(exclude) = &self.matchers.exclude {
-                let (hit, info) = exclude.matches_using_parent(&rel, parent_exclude);
+                let (hit, info) = exclude
+                    .matches_using_parent(&rel, parent_exclude)
+                    .map_err(WalkError::ExcludePattern)?;
                 exclude_info = info;
                 if hit {
                     if is_dir
@@ -391,11 +399,11 @@ fn read_symlink(
         let Ok(rd) = std::fs::read_dir(&dir) else {
             return Ok(None);
         };
-        let matcher = PatternMatcher::new(&[base])?;
+        // Go's `filepath.Match`, a malformed pattern matching nothing.
         let mut names: Vec<Vec<u8>> = rd
             .filter_map(Result::ok)
             .map(|e| e.file_name().into_vec())
-            .filter(|n| matcher.matches_or_parent_matches(n))
+            .filter(|n| filepath_match(base.as_bytes(), n).unwrap_or(false))
             .collect();
         names.sort();
         let mut out = Vec::new();
