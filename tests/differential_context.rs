@@ -2,6 +2,12 @@
 //! matcher against the reference matcher, and whole builds of many small
 //! contexts by bkd and by buildctl on the same daemon, compared entry by
 //! entry. The harness and how to add a case: tests/differential/.
+//!
+//! Knobs: `BKD_DIFFERENTIAL_ONLY=text` builds only the cases whose name
+//! contains it; `BKD_DIFFERENTIAL_AWAITING=1` adds the cases that wait for
+//! a fix; `BKD_DIFFERENTIAL_BKD=/path/to/bkd` compares another bkd binary;
+//! `BKD_DIFFERENTIAL_WORKERS=n` builds n jobs at a time,
+//! `BKD_DIFFERENTIAL_PASSES=n` builds the shared-build cases n times.
 
 mod common;
 mod differential;
@@ -31,5 +37,40 @@ fn the_matcher_answers_as_the_reference_matcher() {
         "{} disagreements with the reference matcher:\n{}",
         problems.len(),
         problems.join("\n")
+    );
+}
+
+/// Jobs built at a time; `BKD_DIFFERENTIAL_WORKERS` changes it.
+const WORKERS: u64 = 2;
+/// Times each shared-build case is built; `BKD_DIFFERENTIAL_PASSES`.
+const PASSES: u64 = 2;
+
+#[test]
+fn builds_send_what_buildctl_sends() {
+    let mut cases = differential::cases::all();
+    if std::env::var_os("BKD_DIFFERENTIAL_AWAITING").is_some() {
+        cases.extend(differential::cases::awaiting_fixes());
+    }
+    let only = std::env::var("BKD_DIFFERENTIAL_ONLY").unwrap_or_default();
+    let cases: Vec<_> = cases
+        .into_iter()
+        .filter(|c| c.name.contains(only.as_str()))
+        .collect();
+    let workers = env_number("BKD_DIFFERENTIAL_WORKERS", WORKERS) as usize;
+    let started = std::time::Instant::now();
+    let harness = differential::run::Harness::new();
+    let passes = env_number("BKD_DIFFERENTIAL_PASSES", PASSES) as usize;
+    let problems = harness.run(&cases, workers, passes);
+    eprintln!(
+        "{} cases built by bkd and buildctl in {:.1}s",
+        cases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        problems.is_empty(),
+        "{} of {} cases differ:\n\n{}",
+        problems.len(),
+        cases.len(),
+        problems.join("\n\n")
     );
 }

@@ -391,4 +391,3 @@ fn bench_workload() -> (Vec<String>, Vec<Vec<u8>>, Vec<usize>) {
     }
     (patterns, paths, depth)
 }
-
