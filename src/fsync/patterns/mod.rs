@@ -7,9 +7,10 @@
 //! Go's `filepath.Match` (a malformed one fails the whole list at once,
 //! [`glob`]). It is then translated into a Go regular expression: `*` is any
 //! run of characters but `/`, `?` one character but `/`, `**` any number of
-//! segments, `.+()|{}$` are literal, a `\` passes the next character to the
-//! regular expression as an escape, and everything else (classes, `^`) goes
-//! through as typed. That expression is compiled, with Go's rules
+//! segments, `.+()$` are literal, a `\` passes the next character to the
+//! regular expression as an escape, and everything else (classes, `^`, and
+//! `|{}`, which the reference means to escape but does not) goes through as
+//! typed. That expression is compiled, with Go's rules
 //! ([`goregex`]), only when the pattern is first evaluated: a pattern that is
 //! never evaluated cannot fail, and one that is evaluated and does not
 //! compile fails the match. Patterns with no special characters are compared
@@ -32,12 +33,12 @@ use regex_automata::meta::Regex;
 use regex_automata::nfa::thompson::{self, WhichCaptures};
 use regex_automata::{Anchored, Input};
 
-/// Memory one pattern's DFA may take (and take to build).
-const DFA_SIZE_LIMIT: usize = 256 << 10;
-
 pub use glob::{filepath_match, BadPattern};
 
 use crate::text::escape_str;
+
+/// Memory one pattern's DFA may take (and take to build).
+const DFA_SIZE_LIMIT: usize = 256 << 10;
 
 /// A pattern list that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
