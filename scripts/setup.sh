@@ -83,6 +83,13 @@ install_seccomp_profile() {
   rm -rf "$tmp"
 }
 
+# The differential tests build tests/differential/oracle, a small Go program
+# around the .dockerignore matcher buildctl uses (moby/patternmatcher), with
+# the module cache only; make sure the module is in it.
+fetch_reference_matcher() {
+  (cd "$here/tests/differential/oracle" && GOTOOLCHAIN=local go mod download)
+}
+
 create_test_user() {
   if ! id "$TEST_USER" >/dev/null 2>&1; then
     log "creating unprivileged test user $TEST_USER"
@@ -104,6 +111,7 @@ need_root
 install_packages
 install_buildkit
 install_seccomp_profile
+fetch_reference_matcher
 create_test_user
 build_bkd
 log "done: buildkitd $(installed_buildkit_version), bkd at $here/target/release/bkd"
