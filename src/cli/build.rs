@@ -1,14 +1,17 @@
 //! `bkd build`: flags, their resolution into a build spec, and the command.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
 use clap::Args;
 
+use super::buildx::{self, BuildxArgs, Destination};
 use super::cache::{cache_exports, cache_imports};
 use super::daemon::DaemonNeeds;
+use super::inputs::BuildInputs;
 use super::output::parse_output;
 use super::progress::{build_end, display_for, ProgressMode};
 use super::secret::{load_secret, parse_secret};
@@ -19,14 +22,15 @@ use crate::session::auth::DockerConfig;
 use crate::session::filesend::{parent_dir, OutputTarget};
 use crate::session::filesync::LocalDirs;
 use crate::session::secrets::SecretValue;
+use crate::text::escape_path;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory
+    /// Build context: a directory, a Git or HTTP(S) URL, or - (a Dockerfile on stdin, no context)
     #[arg(default_value = ".", value_name = "CONTEXT")]
     pub context: PathBuf,
 
-    /// Dockerfile path (default: CONTEXT/Dockerfile)
+    /// Dockerfile path (default: CONTEXT/Dockerfile); - reads it from stdin
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub file: Option<PathBuf>,
 
@@ -97,80 +101,12 @@ pub struct BuildArgs {
     /// Write the build result (image digest, ...) as JSON to this file
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub buildx: BuildxArgs,
 }
 
-/// A Dockerfile must be a readable file, reported before any daemon starts.
-pub(super) fn check_dockerfile_file(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Error::Input(format!(
-            "cannot read Dockerfile {}: {}",
-            path.display(),
-            io_reason(&e)
-        ))
-    })?;
-    if !meta.is_file() {
-        return Err(Error::Input(format!(
-            "Dockerfile {} is not a file",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// The Dockerfile location, split the way the frontend wants it: the
-/// directory served as the `dockerfile` local and the name inside it.
-fn dockerfile_location(context: &Path, file: Option<&Path>) -> Result<(PathBuf, String)> {
-    let path = match file {
-        Some(f) => f.to_path_buf(),
-        None => context.join("Dockerfile"),
-    };
-    check_dockerfile_file(&path)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "Dockerfile name {} is not valid UTF-8",
-                path.display()
-            ))
-        })?
-        .to_string();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let dir = dir.canonicalize().map_err(|e| {
-        Error::Input(format!(
-            "cannot read directory {}: {}",
-            dir.display(),
-            io_reason(&e)
-        ))
-    })?;
-    Ok((dir, name))
-}
-
-fn context_dir(context: &Path) -> Result<PathBuf> {
-    let meta = std::fs::metadata(context).map_err(|e| {
-        Error::Input(format!(
-            "cannot read build context {}: {}",
-            context.display(),
-            io_reason(&e)
-        ))
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::Input(format!(
-            "build context {} is not a directory",
-            context.display()
-        )));
-    }
-    context.canonicalize().map_err(|e| {
-        Error::Input(format!(
-            "cannot read build context {}: {}",
-            context.display(),
-            io_reason(&e)
-        ))
-    })
-}
+pub(super) use super::inputs::check_dockerfile_file;
 
 fn key_value<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
     match s.split_once('=') {
@@ -182,13 +118,10 @@ fn key_value<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
 }
 
 /// Resolves the typed flags into frontend attributes and exporters.
-pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
-    let context = context_dir(&args.context)?;
-    let (dockerfile_dir, dockerfile_name) =
-        dockerfile_location(&args.context, args.file.as_deref())?;
-
+pub fn resolve(args: &BuildArgs, inputs: &BuildInputs) -> Result<BuildSpec> {
     let mut attrs = HashMap::new();
-    attrs.insert("filename".to_string(), dockerfile_name);
+    let mut locals = LocalDirs::default();
+    let key_dir = inputs.apply(args.file.as_deref(), &mut attrs, &mut locals)?;
     if let Some(t) = &args.target {
         attrs.insert("target".into(), t.clone());
     }
@@ -227,30 +160,20 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         attrs.insert("no-cache".into(), String::new());
     }
     if let Some(p) = &args.platform {
+        super::reference::check_platforms(p).map_err(Error::Usage)?;
         attrs.insert("platform".into(), p.clone());
     }
 
     let mut exports = resolve_outputs(&args.outputs)?;
     let tags = image_tags(args)?;
-    if !tags.is_empty() {
-        let mut image_attrs = HashMap::new();
-        image_attrs.insert("name".to_string(), tags.join(","));
-        if args.push {
-            image_attrs.insert("push".into(), "true".into());
-        }
-        exports.push(ExportSpec {
-            kind: "image".into(),
-            attrs: image_attrs,
-            target: None,
-        });
-    }
+    buildx::name_outputs(&tags, args.push, &mut exports);
+    buildx::annotate(&args.buildx, &mut exports)?;
 
-    let mut locals = LocalDirs::default();
-    locals.insert("context", context.clone());
-    locals.insert("dockerfile", dockerfile_dir);
     for spec in &args.build_contexts {
         named_context(spec, &mut attrs, &mut locals)?;
     }
+    let mut entitlements = args.allow.clone();
+    buildx::frontend_attrs(&args.buildx, &mut attrs, &mut entitlements)?;
 
     Ok(BuildSpec {
         frontend: "dockerfile.v0".into(),
@@ -262,9 +185,39 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         docker_config: docker_config()?,
         secrets: secrets(&args.secrets)?,
         ssh: super::ssh::agent_sockets(&args.ssh)?,
-        shared_key: shared_key(&context),
-        entitlements: args.allow.clone(),
+        shared_key: shared_key(&key_dir),
+        entitlements,
     })
+}
+
+/// Checks the command line alone, before stdin is read or anything
+/// starts: tags, platforms, output specs and the buildx flags (exit 2).
+/// Returns where the result goes, for the one warning.
+pub fn check_command_line(args: &BuildArgs) -> Result<Destination> {
+    for t in &args.tags {
+        super::reference::check_reference("--tag", t).map_err(Error::Usage)?;
+    }
+    if let Some(p) = &args.platform {
+        super::reference::check_platforms(p).map_err(Error::Usage)?;
+    }
+    buildx::check(&args.buildx, args.no_cache)?;
+    let mut exports = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o).map_err(Error::Usage))
+        .collect::<Result<Vec<ExportSpec>>>()?;
+    for e in &exports {
+        if let Some(name) = e.attrs.get("name") {
+            for n in name.split(',').filter(|n| !n.is_empty()) {
+                super::reference::check_reference("--output name", n).map_err(Error::Usage)?;
+            }
+        }
+    }
+    let tags = image_tags(args)?;
+    for t in &tags {
+        super::reference::check_reference("BKD_TAGS", t).map_err(Error::Usage)?;
+    }
+    Ok(buildx::name_outputs(&tags, args.push, &mut exports))
 }
 
 /// One `--build-context NAME=VALUE`: a directory becomes an extra local
@@ -325,6 +278,13 @@ pub(super) fn resolve_outputs(specs: &[String]) -> Result<Vec<ExportSpec>> {
     for e in &exports {
         if let Some(OutputTarget::File(p) | OutputTarget::Dir(p)) = &e.target {
             check_output_parent(p)?;
+        }
+        if e.target == Some(OutputTarget::Stdout) && std::io::stdout().is_terminal() {
+            return Err(Error::Usage(format!(
+                "refusing to write the {} output to a terminal: redirect stdout (dest=- > FILE) \
+                 or give dest=FILE",
+                e.kind
+            )));
         }
     }
     Ok(exports)
@@ -456,14 +416,124 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     for host in &args.insecure_registries {
         crate::daemon::config::check_registry_host(host).map_err(Error::Usage)?;
     }
+    let destination = check_command_line(&args)?;
+    let image_id = ImageIdOutputs::check(&args.buildx, &args.outputs)?;
+    let inputs = BuildInputs::prepare(&args.context, args.file.as_deref())?;
+    if let Some(warning) = destination.warning(global.addr.is_none()) {
+        eprintln!("{warning}");
+    }
+    image_id.clear_stale()?;
     let job = Job {
-        progress: args.progress,
+        progress: if args.buildx.quiet {
+            ProgressMode::Quiet
+        } else {
+            args.progress
+        },
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
             insecure_registries: args.insecure_registries.clone(),
         },
     };
-    execute(global, job, || resolve(&args)).await
+    let outcome = execute(global, job, || resolve(&args, &inputs)).await?;
+    image_id.write(&outcome.exporter_response)
+}
+
+/// `--iidfile` and `-q`: the image ID, as buildx defines it, to a file and
+/// to stdout.
+struct ImageIdOutputs<'a> {
+    file: Option<&'a Path>,
+    print: bool,
+}
+
+impl<'a> ImageIdOutputs<'a> {
+    fn check(args: &'a BuildxArgs, outputs: &[String]) -> Result<ImageIdOutputs<'a>> {
+        let exports = outputs
+            .iter()
+            .map(|o| parse_output(o).map_err(Error::Usage))
+            .collect::<Result<Vec<ExportSpec>>>()?;
+        if args.iidfile.is_some() && exports.iter().any(|e| e.kind == "tar" || e.kind == "local") {
+            return Err(Error::Usage(
+                "--iidfile cannot be used with tar or local outputs, which have no image ID".into(),
+            ));
+        }
+        if args.quiet
+            && exports
+                .iter()
+                .any(|e| e.target == Some(OutputTarget::Stdout))
+        {
+            return Err(Error::Usage(
+                "-q prints the image ID on stdout, where dest=- writes the output: drop one".into(),
+            ));
+        }
+        if let Some(f) = &args.iidfile {
+            check_output_parent(f)?;
+        }
+        Ok(ImageIdOutputs {
+            file: args.iidfile.as_deref(),
+            print: args.quiet,
+        })
+    }
+
+    /// A failed build must not leave an earlier build's ID behind.
+    fn clear_stale(&self) -> Result<()> {
+        let Some(f) = self.file else { return Ok(()) };
+        match std::fs::remove_file(f) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::OutputWrite(format!(
+                "cannot remove the old image ID file {}: {}",
+                escape_path(f),
+                io_reason(&e)
+            ))),
+        }
+    }
+
+    fn write(&self, response: &HashMap<String, String>) -> Result<()> {
+        let id = image_id(response);
+        if let Some(f) = self.file {
+            write_file_atomic(f, id.as_bytes(), "image ID file")?;
+        }
+        if self.print {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{id}")
+                .and_then(|()| out.flush())
+                .map_err(|e| {
+                    Error::OutputWrite(format!("cannot print the image ID: {}", io_reason(&e)))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The image ID as buildx reports it: the config digest of a
+/// single-manifest image, else the digest of the manifest or index.
+pub fn image_id(response: &HashMap<String, String>) -> String {
+    response
+        .get("containerimage.config.digest")
+        .or_else(|| response.get("containerimage.digest"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it, so a
+/// reader never sees half of it.
+pub fn write_file_atomic(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
+    let parent = parent_dir(path);
+    let fail = |e: std::io::Error| {
+        Error::OutputWrite(format!(
+            "cannot write {what} {}: {}",
+            escape_path(path),
+            io_reason(&e)
+        ))
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bkd-write-")
+        .tempfile_in(&parent)
+        .map_err(fail)?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
 }
 
 /// Resolves the build (again for a retry: a build consumes its spec),
@@ -472,7 +542,7 @@ pub async fn execute(
     global: &GlobalArgs,
     job: Job<'_>,
     resolve: impl Fn() -> Result<BuildSpec>,
-) -> Result<()> {
+) -> Result<crate::client::solve::BuildOutcome> {
     let started = std::time::Instant::now();
     let spec = resolve()?;
     if let Some(p) = job.metadata_file {
@@ -493,7 +563,7 @@ pub async fn execute(
         write_metadata(p, &outcome.exporter_response)?;
     }
     for w in &outcome.written {
-        tracing::debug!(path = %w.display(), "output written");
+        tracing::debug!(path = %escape_path(w), "output written");
     }
-    Ok(())
+    Ok(outcome)
 }

@@ -279,7 +279,7 @@ async fn build(global: &GlobalArgs, args: &BuildctlBuildArgs) -> Result<()> {
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds::default(),
     };
-    execute(global, job, || resolve(args)).await
+    execute(global, job, || resolve(args)).await.map(drop)
 }
 
 fn reject_unsupported(args: &BuildctlBuildArgs) -> Result<()> {

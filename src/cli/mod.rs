@@ -3,11 +3,14 @@
 
 pub mod build;
 pub mod buildctl;
+pub mod buildx;
 pub mod cache;
 pub mod daemon;
 pub mod doctor;
+pub mod inputs;
 pub mod output;
 pub mod progress;
+pub mod reference;
 pub mod secret;
 pub mod ssh;
 
