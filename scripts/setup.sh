@@ -20,7 +20,8 @@ need_root() {
 
 install_packages() {
   local pkgs=(runc rootlesskit uidmap docker-registry busybox-static slirp4netns
-              iproute2 procps util-linux time openssh-client openssl apache2-utils)
+              iproute2 procps util-linux time openssh-client openssl apache2-utils
+              git)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
