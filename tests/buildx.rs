@@ -552,3 +552,140 @@ fn dest_dash_refuses_a_terminal() {
         r.explain()
     );
 }
+
+/// A registry serving TLS with the test bed's server certificate (signed
+/// by its CA, for 127.0.0.1); killed on drop.
+fn tls_registry(dir: &Path) -> (Served, String) {
+    let tls = &bed().tls_dir;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+         http:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n",
+        dir.join("storage").display(),
+        tls.join("server.pem").display(),
+        tls.join("server-key.pem").display()
+    );
+    let config_path = dir.join("tls-registry.yml");
+    std::fs::write(&config_path, config).expect("registry config");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry");
+    let port = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    wait_port(port);
+    (Served(child), addr)
+}
+
+/// One build on a daemon bkd spawns, asking of it what only bkd can set:
+/// network.host granted, Docker Hub pulled through a mirror (the test
+/// registry), a push to a TLS registry whose CA only --registry-ca names,
+/// and a 1 KiB step log limit.
+#[test]
+fn the_spawned_daemon_follows_the_command() {
+    let bed = bed();
+    let n = nonce();
+    let base_ctx = context();
+    write(base_ctx.path(), "Dockerfile", BUSYBOX_STAGE);
+    let base = format!("{}/library/bkd-mirror-{n}:1", bed.registry);
+    bkd(&["build", "--push", "-t", &base, "."], base_ctx.path()).assert_ok();
+
+    let state = tempfile::tempdir().expect("state dir");
+    let (_registry, tls_addr) = tls_registry(state.path());
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "FROM bkd-mirror-{n}:1\n\
+             RUN --network=host cat /proc/net/dev\n\
+             RUN yes 0123456789abcdef | head -c 20000\n"
+        ),
+    );
+    let image = format!("{tls_addr}/bkd/tls:{n}");
+    let root = state.path().join("root");
+    let ca = bed.tls_dir.join("ca.pem");
+    let r = common::spawn::bkd_as(
+        common::spawn::As::Root,
+        &[
+            "build",
+            "--root",
+            root.to_str().expect("utf8"),
+            "--progress=plain",
+            "--allow",
+            "network.host",
+            "--registry-mirror",
+            &format!("docker.io={}", bed.registry),
+            "--registry-ca",
+            &format!("{tls_addr}={}", ca.display()),
+            "--step-log-max-size",
+            "1k",
+            "--push",
+            "-t",
+            &image,
+            ".",
+        ],
+        ctx.path(),
+        &[],
+    );
+    r.assert_ok();
+    let err = r.stderr();
+    assert_eq!(
+        err.matches("grants network.host").count(),
+        1,
+        "one notice line\n{}",
+        r.explain()
+    );
+    // The host's interfaces: the step ran in the host network.
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev").expect("/proc/net/dev");
+    let host_iface = host_ifaces
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .find(|n| n != "lo")
+        .expect("a host interface besides lo");
+    assert!(
+        err.contains(&format!(" {host_iface}:")),
+        "{host_iface} not seen by the host-network step\n{}",
+        r.explain()
+    );
+    assert!(
+        err.contains("log limit 1KiB reached") || err.contains("log limit 1.0KiB reached"),
+        "the step log was not clipped at 1 KiB\n{}",
+        r.explain()
+    );
+    assert!(
+        err.matches("0123456789abcdef").count() < 200,
+        "too much of the step log came through\n{}",
+        r.explain()
+    );
+    let request = format!(
+        "HEAD /v2/bkd/tls/manifests/{n} HTTP/1.1\r\nHost: {tls_addr}\r\nAccept: {MANIFEST_ACCEPT}\r\nConnection: close\r\n\r\n"
+    );
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &tls_addr, "-CAfile"])
+        .arg(&ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl");
+    client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.as_bytes())
+        .expect("request");
+    let answer = client.wait_with_output().expect("openssl output");
+    let answer = String::from_utf8_lossy(&answer.stdout);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the image is not in the TLS registry: {answer}"
+    );
+}

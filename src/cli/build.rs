@@ -104,6 +104,9 @@ pub struct BuildArgs {
 
     #[command(flatten)]
     pub buildx: BuildxArgs,
+
+    #[command(flatten)]
+    pub spawned: super::daemon::SpawnedDaemonArgs,
 }
 
 pub(super) use super::inputs::check_dockerfile_file;
@@ -417,6 +420,9 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
         crate::daemon::config::check_registry_host(host).map_err(Error::Usage)?;
     }
     let destination = check_command_line(&args)?;
+    let spawned_config = args.spawned.resolve()?;
+    let mut entitlements = args.allow.clone();
+    buildx::frontend_attrs(&args.buildx, &mut HashMap::new(), &mut entitlements)?;
     let image_id = ImageIdOutputs::check(&args.buildx, &args.outputs)?;
     let inputs = BuildInputs::prepare(&args.context, args.file.as_deref())?;
     if let Some(warning) = destination.warning(global.addr.is_none()) {
@@ -432,6 +438,8 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
             insecure_registries: args.insecure_registries.clone(),
+            config: spawned_config,
+            entitlements,
         },
     };
     let outcome = execute(global, job, || resolve(&args, &inputs)).await?;

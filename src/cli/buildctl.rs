@@ -277,7 +277,10 @@ async fn build(global: &GlobalArgs, args: &BuildctlBuildArgs) -> Result<()> {
     let job = Job {
         progress: args.progress,
         metadata_file: args.metadata_file.as_deref(),
-        needs: DaemonNeeds::default(),
+        needs: DaemonNeeds {
+            entitlements: args.allow.clone(),
+            ..Default::default()
+        },
     };
     execute(global, job, || resolve(args)).await.map(drop)
 }
