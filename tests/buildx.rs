@@ -637,7 +637,8 @@ fn the_spawned_daemon_follows_the_command() {
     r.assert_ok();
     let err = r.stderr();
     assert_eq!(
-        err.matches("grants network.host").count(),
+        err.matches("granting network.host to the buildkitd")
+            .count(),
         1,
         "one notice line\n{}",
         r.explain()

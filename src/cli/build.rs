@@ -107,6 +107,9 @@ pub struct BuildArgs {
 
     #[command(flatten)]
     pub spawned: super::daemon::SpawnedDaemonArgs,
+
+    #[command(flatten)]
+    pub ci: super::ci::CiArgs,
 }
 
 pub(super) use super::inputs::check_dockerfile_file;
@@ -411,6 +414,8 @@ pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result
 /// How a build is run, apart from what it builds.
 pub struct Job<'a> {
     pub progress: ProgressMode,
+    /// Filled with the build's steps for a CI report.
+    pub tally: Option<crate::ci::record::SharedTally>,
     pub metadata_file: Option<&'a Path>,
     pub needs: DaemonNeeds,
 }
@@ -424,12 +429,15 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     let mut entitlements = args.allow.clone();
     buildx::frontend_attrs(&args.buildx, &mut HashMap::new(), &mut entitlements)?;
     let image_id = ImageIdOutputs::check(&args.buildx, &args.outputs)?;
+    let ci = args.ci.resolve()?;
     let inputs = BuildInputs::prepare(&args.context, args.file.as_deref())?;
     if let Some(warning) = destination.warning(global.addr.is_none()) {
         eprintln!("{warning}");
     }
     image_id.clear_stale()?;
+    let started = std::time::Instant::now();
     let job = Job {
+        tally: ci.tally(),
         progress: if args.buildx.quiet {
             ProgressMode::Quiet
         } else {
@@ -442,8 +450,11 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
             entitlements,
         },
     };
-    let outcome = execute(global, job, || resolve(&args, &inputs)).await?;
-    image_id.write(&outcome.exporter_response)
+    let outcome = execute(global, job, || resolve(&args, &inputs)).await;
+    let published = ci.publish(&build_end(started, &outcome));
+    let outcome = outcome?;
+    image_id.write(&outcome.exporter_response)?;
+    published
 }
 
 /// `--iidfile` and `-q`: the image ID, as buildx defines it, to a file and
@@ -560,8 +571,17 @@ pub async fn execute(
     let outcome = super::daemon::run_on_daemon(global, &job.needs, |daemon| {
         let spec = spec.take().map_or_else(&resolve, Ok);
         let (progress, debug) = (job.progress, global.debug);
+        let tally = job.tally.clone();
         async move {
-            let (outcome, mut display) = build(&daemon, spec?, display_for(progress, debug)).await;
+            let mut display = display_for(progress, debug);
+            if let Some(t) = tally {
+                // A retried build reports its own steps only.
+                if let Ok(mut fresh) = t.lock() {
+                    *fresh = Default::default();
+                }
+                display = Box::new(crate::ci::record::Recording::new(display, t));
+            }
+            let (outcome, mut display) = build(&daemon, spec?, display).await;
             display.summary(&build_end(started, &outcome));
             outcome
         }

@@ -276,6 +276,7 @@ async fn build(global: &GlobalArgs, args: &BuildctlBuildArgs) -> Result<()> {
     reject_unsupported(args)?;
     let job = Job {
         progress: args.progress,
+        tally: None,
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
             entitlements: args.allow.clone(),

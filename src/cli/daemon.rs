@@ -502,7 +502,7 @@ where
     let grants = entitlement_flags(&needs.entitlements, &flags);
     if !grants.is_empty() {
         eprintln!(
-            "bkd: the buildkitd bkd starts grants {} (--allow-insecure-entitlement), as the build asks",
+            "bkd: granting {} to the buildkitd bkd starts (--allow-insecure-entitlement), as --allow asks",
             grants.join(", ")
         );
         for g in grants {
