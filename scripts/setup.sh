@@ -83,9 +83,21 @@ build_bkd() {
   (cd "$here" && cargo build --release --locked --all-targets 2>&1 | tail -n 3 >&2)
 }
 
+# bkd on PATH, with its manual pages and bash completion, so the README's
+# quick start runs as written.
+install_bkd() {
+  local man=/usr/local/share/man/man1 completions=/usr/local/share/bash-completion/completions
+  install -m 0755 "$here/target/release/bkd" "$PREFIX/bkd"
+  mkdir -p "$man" "$completions"
+  "$PREFIX/bkd" man >"$man/bkd.1"
+  "$PREFIX/bkd" man build >"$man/bkd-build.1"
+  "$PREFIX/bkd" completion bash >"$completions/bkd"
+}
+
 need_root
 install_packages
 install_buildkit
 create_test_user
 build_bkd
-log "done: buildkitd $(installed_buildkit_version), bkd at $here/target/release/bkd"
+install_bkd
+log "done: buildkitd $(installed_buildkit_version), bkd $("$PREFIX/bkd" --version | awk 'NR == 1 {print $2}') at $PREFIX/bkd"

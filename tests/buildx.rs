@@ -690,3 +690,29 @@ fn the_spawned_daemon_follows_the_command() {
         "the image is not in the TLS registry: {answer}"
     );
 }
+
+/// `debug workers` prints what buildctl prints, byte for byte, for the
+/// table, -v and --format json, on the same daemon.
+#[test]
+fn debug_workers_matches_buildctl() {
+    let dir = tempfile::tempdir().expect("dir");
+    for args in [
+        vec!["debug", "workers"],
+        vec!["debug", "workers", "-v"],
+        vec!["debug", "workers", "--format", "{{json .}}"],
+        vec!["debug", "workers", "--format", "json"],
+    ] {
+        let ours = bkd(&args, dir.path());
+        ours.assert_ok();
+        let theirs = buildctl(&args, dir.path());
+        theirs.assert_ok();
+        assert_eq!(
+            ours.stdout(),
+            theirs.stdout(),
+            "{args:?}\n{}",
+            ours.explain()
+        );
+    }
+    let r = bkd_offline(&["debug", "workers", "--format", "{{.ID}}"], dir.path());
+    assert_eq!(r.code(), Some(2), "{}", r.explain());
+}

@@ -99,7 +99,7 @@ pub enum BuildctlCommand {
 #[derive(Debug, Subcommand)]
 pub enum BuildctlDebug {
     /// List the daemon's workers
-    Workers,
+    Workers(super::workers::WorkersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -264,7 +264,9 @@ pub async fn run(cli: BuildctlCli) -> Result<()> {
     let global = cli.global.to_global()?;
     match cli.command {
         BuildctlCommand::Build(args) => build(&global, &args).await,
-        BuildctlCommand::Debug(BuildctlDebug::Workers) => super::workers(&global).await,
+        BuildctlCommand::Debug(BuildctlDebug::Workers(args)) => {
+            super::workers::run(&global, &args).await
+        }
         BuildctlCommand::Other(words) => Err(Error::Usage(format!(
             "buildctl command {:?} is not supported by bkd (supported: build, debug workers)",
             words.first().map(String::as_str).unwrap_or_default()

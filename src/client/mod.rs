@@ -18,6 +18,31 @@ pub struct Worker {
     pub id: String,
     pub platforms: Vec<String>,
     pub labels: Vec<(String, String)>,
+    /// The platforms as (os, architecture, variant).
+    pub platform_parts: Vec<(String, String, String)>,
+    pub gc_policy: Vec<GcRule>,
+    pub version: BuildkitVersion,
+}
+
+/// One garbage-collection rule of a worker.
+#[derive(Debug, Clone, Default)]
+pub struct GcRule {
+    pub all: bool,
+    pub filters: Vec<String>,
+    /// Nanoseconds.
+    pub keep_duration: i64,
+    pub reserved_space: i64,
+    pub max_used_space: i64,
+    pub min_free_space: i64,
+}
+
+/// The BuildKit a worker runs.
+#[derive(Debug, Clone, Default)]
+pub struct BuildkitVersion {
+    pub package: String,
+    pub version: String,
+    pub revision: String,
+    pub dockerfile_version: String,
 }
 
 /// A connected daemon.
@@ -55,10 +80,15 @@ impl Daemon {
     }
 
     pub async fn workers(&self) -> Result<Vec<Worker>> {
+        self.workers_matching(Vec::new()).await
+    }
+
+    /// The workers matching containerd-style `filter`s (all when empty).
+    pub async fn workers_matching(&self, filter: Vec<String>) -> Result<Vec<Worker>> {
         let resp = self
             .control
             .clone()
-            .list_workers(ListWorkersRequest::default())
+            .list_workers(ListWorkersRequest { filter })
             .await
             .map_err(|s| daemon_error(&self.addr, "listing workers", &s))?;
         Ok(resp
@@ -82,6 +112,32 @@ impl Daemon {
                         })
                         .collect(),
                     labels,
+                    platform_parts: w
+                        .platforms
+                        .iter()
+                        .map(|p| (p.os.clone(), p.architecture.clone(), p.variant.clone()))
+                        .collect(),
+                    gc_policy: w
+                        .gc_policy
+                        .iter()
+                        .map(|g| GcRule {
+                            all: g.all,
+                            filters: g.filters.clone(),
+                            keep_duration: g.keep_duration,
+                            reserved_space: g.reserved_space,
+                            max_used_space: g.max_used_space,
+                            min_free_space: g.min_free_space,
+                        })
+                        .collect(),
+                    version: w
+                        .buildkit_version
+                        .map(|v| BuildkitVersion {
+                            package: v.package,
+                            version: v.version,
+                            revision: v.revision,
+                            dockerfile_version: v.dockerfile_version,
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect())
