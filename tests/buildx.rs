@@ -716,3 +716,83 @@ fn debug_workers_matches_buildctl() {
     let r = bkd_offline(&["debug", "workers", "--format", "{{.ID}}"], dir.path());
     assert_eq!(r.code(), Some(2), "{}", r.explain());
 }
+
+/// --check and --call run the frontend's subrequests through the gateway
+/// API and print its answer, as buildx does; nothing is built.
+#[test]
+fn check_and_call_print_the_frontends_answer() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "from scratch AS base\nCOPY busybox /bin/busybox\nFROM base as final\nENV A 1\n",
+    );
+    let r = bkd(&["build", "--progress=quiet", "--check", "."], ctx.path());
+    assert_eq!(r.code(), Some(1), "{}", r.explain());
+    let out = r.stdout();
+    assert!(
+        out.starts_with("Check complete, 4 warnings have been found!\n"),
+        "{}",
+        r.explain()
+    );
+    for rule in [
+        "FromAsCasing",
+        "ConsistentInstructionCasing",
+        "LegacyKeyValueFormat",
+    ] {
+        assert!(
+            out.contains(&format!("WARNING: {rule}")),
+            "{rule}\n{}",
+            r.explain()
+        );
+    }
+    let r = bkd(
+        &[
+            "build",
+            "--progress=quiet",
+            "--call",
+            "check,ignorestatus=true,format=json",
+            ".",
+        ],
+        ctx.path(),
+    );
+    r.assert_ok();
+    let lint: serde_json::Value = serde_json::from_str(&r.stdout()).expect("JSON lint result");
+    assert_eq!(
+        lint["warnings"].as_array().map(Vec::len),
+        Some(4),
+        "{lint:#}"
+    );
+
+    let r = bkd(
+        &["build", "--progress=quiet", "--call", "targets", "."],
+        ctx.path(),
+    );
+    r.assert_ok();
+    let stdout = r.stdout();
+    let targets: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(targets, ["base", "final"], "{}", r.explain());
+
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n",
+    );
+    let r = bkd(&["build", "--progress=quiet", "--check", "."], ctx.path());
+    r.assert_ok();
+    assert_eq!(
+        r.stdout(),
+        "Check complete, no warnings found.\n",
+        "{}",
+        r.explain()
+    );
+    assert!(
+        !r.stderr().contains("warning: no output"),
+        "{}",
+        r.explain()
+    );
+}

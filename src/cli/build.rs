@@ -193,6 +193,7 @@ pub fn resolve(args: &BuildArgs, inputs: &BuildInputs) -> Result<BuildSpec> {
         ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&key_dir),
         entitlements,
+        subrequest: None,
     })
 }
 
@@ -425,13 +426,17 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
         crate::daemon::config::check_registry_host(host).map_err(Error::Usage)?;
     }
     let destination = check_command_line(&args)?;
+    let call = buildx::call_request(&args.buildx)?;
     let spawned_config = args.spawned.resolve()?;
     let mut entitlements = args.allow.clone();
     buildx::frontend_attrs(&args.buildx, &mut HashMap::new(), &mut entitlements)?;
     let image_id = ImageIdOutputs::check(&args.buildx, &args.outputs)?;
     let ci = args.ci.resolve()?;
     let inputs = BuildInputs::prepare(&args.context, args.file.as_deref())?;
-    if let Some(warning) = destination.warning(global.addr.is_none()) {
+    if let Some(warning) = destination
+        .warning(global.addr.is_none())
+        .filter(|_| call.is_none())
+    {
         eprintln!("{warning}");
     }
     image_id.clear_stale()?;
@@ -450,9 +455,22 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
             entitlements,
         },
     };
-    let outcome = execute(global, job, || resolve(&args, &inputs)).await;
+    let subrequest = call.as_ref().map(|c| c.name.clone());
+    let outcome = execute(global, job, || {
+        let mut spec = resolve(&args, &inputs)?;
+        if subrequest.is_some() {
+            spec.subrequest = subrequest.clone();
+            spec.exports.clear();
+            spec.cache_exports.clear();
+        }
+        Ok(spec)
+    })
+    .await;
     let published = ci.publish(&build_end(started, &outcome));
     let outcome = outcome?;
+    if let Some(call) = &call {
+        return super::call::print(call, &outcome.call_result);
+    }
     image_id.write(&outcome.exporter_response)?;
     published
 }

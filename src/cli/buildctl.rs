@@ -420,6 +420,7 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
         ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&key_dir),
         entitlements: args.allow.clone(),
+        subrequest: None,
         locals,
     })
 }

@@ -69,6 +69,64 @@ pub struct BuildxArgs {
     /// Refused: there is no Docker daemon to load into; use -o type=docker,dest=- | docker load
     #[arg(long)]
     pub load: bool,
+
+    /// Evaluate instead of building: check, outline or targets[,format=json][,ignorestatus=true]
+    #[arg(long, value_name = "METHOD")]
+    pub call: Option<String>,
+
+    /// Short for --call=check: lint the Dockerfile, exit 1 on warnings
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// A `--call` request, parsed as buildx parses it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CallRequest {
+    /// The frontend's subrequest name (`check` is `lint`).
+    pub name: String,
+    pub json: bool,
+    pub ignore_status: bool,
+}
+
+/// `--call`/`--check`: `None` for an ordinary build (`--call build`).
+pub fn call_request(args: &BuildxArgs) -> Result<Option<CallRequest>> {
+    let value = match (&args.call, args.check) {
+        (Some(c), true) if c != "check" => {
+            return Err(Error::Usage(
+                "--check is --call=check: give one of them".into(),
+            ))
+        }
+        (_, true) => "check".to_string(),
+        (Some(c), false) => c.clone(),
+        (None, false) => return Ok(None),
+    };
+    let bad = |why: &str| Error::Usage(format!("invalid --call {:?}: {why}", escape_str(&value)));
+    let mut request = CallRequest::default();
+    for field in split_csv(&value).map_err(|e| bad(&e))? {
+        match field.split_once('=') {
+            Some(("format", f)) => match f {
+                "json" => request.json = true,
+                "" | "text" => {}
+                _ => return Err(bad("format is json or text")),
+            },
+            Some(("ignorestatus", v)) => {
+                request.ignore_status =
+                    parse_bool(v).ok_or_else(|| bad("ignorestatus takes true or false"))?
+            }
+            Some(_) => return Err(bad(&format!("unknown field {:?}", escape_str(&field)))),
+            None if request.name.is_empty() => request.name = field,
+            None => return Err(bad("one method only")),
+        }
+    }
+    match request.name.as_str() {
+        "build" | "" => Ok(None),
+        "check" | "lint" => Ok(Some(CallRequest {
+            name: "lint".into(),
+            ..request
+        })),
+        "outline" | "targets" | "subrequests.describe" => Ok(Some(request)),
+        _ => Err(bad("expected build, check, outline or targets")),
+    }
 }
 
 /// Exporter kinds that produce an image and take a `name`.
@@ -207,6 +265,7 @@ pub fn check(args: &BuildxArgs, no_cache: bool) -> Result<()> {
     let mut attrs = HashMap::new();
     frontend_attrs(args, &mut attrs, &mut Vec::new())?;
     annotations(&args.annotations)?;
+    call_request(args)?;
     Ok(())
 }
 
@@ -646,6 +705,30 @@ mod tests {
             ..Default::default()
         };
         assert!(check(&both, true).is_err());
+    }
+
+    #[test]
+    fn call_like_buildx() {
+        let call = |c: &str| {
+            call_request(&BuildxArgs {
+                call: Some(c.into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(call("build").expect("valid"), None);
+        let lint = call("check,format=json").expect("valid").expect("a call");
+        assert_eq!((lint.name.as_str(), lint.json), ("lint", true));
+        assert_eq!(
+            call("targets").expect("valid").expect("a call").name,
+            "targets"
+        );
+        assert!(call("nonsense").is_err());
+        assert!(call("outline,format=yaml").is_err());
+        let check = call_request(&BuildxArgs {
+            check: true,
+            ..Default::default()
+        });
+        assert_eq!(check.expect("valid").expect("a call").name, "lint");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod build;
 pub mod buildctl;
 pub mod buildx;
 pub mod cache;
+pub mod call;
 pub mod ci;
 pub mod daemon;
 pub mod doctor;

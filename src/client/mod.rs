@@ -1,5 +1,6 @@
 //! Typed calls to buildkitd's Control service.
 
+pub mod call;
 pub mod local_cache;
 pub mod oci_output;
 pub mod solve;
@@ -9,6 +10,7 @@ use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::proto::moby::buildkit::v1::control_client::ControlClient;
+use crate::proto::moby::buildkit::v1::frontend::llb_bridge_client::LlbBridgeClient;
 use crate::proto::moby::buildkit::v1::{InfoRequest, ListWorkersRequest};
 use crate::transport::{connect, Address, TlsOptions};
 
@@ -49,6 +51,7 @@ pub struct BuildkitVersion {
 #[derive(Debug, Clone)]
 pub struct Daemon {
     control: ControlClient<Channel>,
+    bridge: LlbBridgeClient<Channel>,
     addr: String,
 }
 
@@ -62,17 +65,26 @@ fn daemon_error(addr: &str, what: &str, status: &tonic::Status) -> Error {
 impl Daemon {
     pub async fn connect(addr: &Address, tls: &TlsOptions) -> Result<Daemon> {
         let channel = connect(addr, tls).await?;
-        let control = ControlClient::new(channel)
+        let control = ControlClient::new(channel.clone())
+            .max_decoding_message_size(crate::transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(crate::transport::MAX_MESSAGE_SIZE);
+        let bridge = LlbBridgeClient::new(channel)
             .max_decoding_message_size(crate::transport::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(crate::transport::MAX_MESSAGE_SIZE);
         Ok(Daemon {
             control,
+            bridge,
             addr: addr.to_string(),
         })
     }
 
     pub fn control(&self) -> ControlClient<Channel> {
         self.control.clone()
+    }
+
+    /// The gateway API on the same connection, for frontend subrequests.
+    pub fn bridge(&self) -> LlbBridgeClient<Channel> {
+        self.bridge.clone()
     }
 
     pub fn addr(&self) -> &str {
