@@ -431,23 +431,26 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     let mut entitlements = args.allow.clone();
     buildx::frontend_attrs(&args.buildx, &mut HashMap::new(), &mut entitlements)?;
     let image_id = ImageIdOutputs::check(&args.buildx, &args.outputs)?;
-    let ci = args.ci.resolve()?;
+    let progress = if args.buildx.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
+    let ci = args
+        .ci
+        .resolve(|text| notice(progress, global.debug, text))?;
     let inputs = BuildInputs::prepare(&args.context, args.file.as_deref())?;
     if let Some(warning) = destination
         .warning(global.addr.is_none())
         .filter(|_| call.is_none())
     {
-        eprintln!("{warning}");
+        notice(progress, global.debug, &warning);
     }
     image_id.clear_stale()?;
     let started = std::time::Instant::now();
     let job = Job {
         tally: ci.tally(),
-        progress: if args.buildx.quiet {
-            ProgressMode::Quiet
-        } else {
-            args.progress
-        },
+        progress,
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
             insecure_registries: args.insecure_registries.clone(),
@@ -473,6 +476,23 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     }
     image_id.write(&outcome.exporter_response)?;
     published
+}
+
+/// One line for the user before the build, in the form the progress mode
+/// keeps: timestamped on Buildkite; left out where stderr is only errors
+/// and the result (quiet) or a JSON stream (rawjson).
+pub(super) fn notice(mode: ProgressMode, debug: bool, text: &str) {
+    use super::progress::Resolved;
+    let on_buildkite = std::env::var("BUILDKITE").is_ok_and(|v| v == "true");
+    let stderr_is_tty = std::io::stderr().is_terminal();
+    match super::progress::resolve(mode, debug, stderr_is_tty, on_buildkite) {
+        Resolved::Quiet | Resolved::Rawjson => {}
+        Resolved::Buildkite { .. } => {
+            let stamp = crate::progress::buildkite::timestamp(std::time::SystemTime::now());
+            eprintln!("{stamp}{text}");
+        }
+        Resolved::Plain { .. } | Resolved::Tty => eprintln!("{text}"),
+    }
 }
 
 /// `--iidfile` and `-q`: the image ID, as buildx defines it, to a file and

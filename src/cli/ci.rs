@@ -59,7 +59,7 @@ pub struct CiPlan {
 impl CiArgs {
     /// Checks the flags; a CI system that is not there is one warning
     /// line, not a failure, so the same command runs on a laptop.
-    pub fn resolve(&self) -> Result<CiPlan> {
+    pub fn resolve(&self, say: impl Fn(&str)) -> Result<CiPlan> {
         let mut plan = CiPlan::default();
         if let Some(key) = &self.buildkite_metadata {
             if key.is_empty() || key.contains(char::is_whitespace) {
@@ -84,7 +84,9 @@ impl CiArgs {
                     plan.metadata_key = self.buildkite_metadata.clone();
                     plan.annotate_context = self.buildkite_annotate.clone();
                 }
-                Err(why) => eprintln!("warning: {why}: no Buildkite meta-data or annotation"),
+                Err(why) => say(&format!(
+                    "warning: {why}: no Buildkite meta-data or annotation"
+                )),
             }
         }
         for (wanted, var, slot) in [
@@ -98,7 +100,7 @@ impl CiArgs {
             if wanted {
                 match github::runner_file(var) {
                     Ok(path) => *slot = Some(path),
-                    Err(why) => eprintln!("warning: {why}: nothing written to {var}"),
+                    Err(why) => say(&format!("warning: {why}: nothing written to {var}")),
                 }
             }
         }
