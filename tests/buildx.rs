@@ -254,6 +254,11 @@ fn tags_name_docker_and_oci_tarballs() {
     );
     assert!(!r.stderr().contains("warning:"), "{}", r.explain());
 
+    // buildx's cacheonly output: no output, and no warning about it.
+    let r = bkd(&["build", "-o", "type=cacheonly", "."], ctx.path());
+    r.assert_ok();
+    assert!(!r.stderr().contains("warning:"), "{}", r.explain());
+
     // A tag alone builds the image and says once that it goes nowhere.
     let r = bkd(&["build", "-t", "example.com/team/app:1", "."], ctx.path());
     r.assert_ok();

@@ -170,7 +170,7 @@ pub fn resolve(args: &BuildArgs, inputs: &BuildInputs) -> Result<BuildSpec> {
         attrs.insert("platform".into(), p.clone());
     }
 
-    let mut exports = resolve_outputs(&args.outputs)?;
+    let mut exports = resolve_outputs(&exporting_outputs(&args.outputs))?;
     let tags = image_tags(args)?;
     buildx::name_outputs(&tags, args.push, &mut exports);
     buildx::annotate(&args.buildx, &mut exports)?;
@@ -208,8 +208,7 @@ pub fn check_command_line(args: &BuildArgs) -> Result<Destination> {
         super::reference::check_platforms(p).map_err(Error::Usage)?;
     }
     buildx::check(&args.buildx, args.no_cache)?;
-    let mut exports = args
-        .outputs
+    let mut exports = exporting_outputs(&args.outputs)
         .iter()
         .map(|o| parse_output(o).map_err(Error::Usage))
         .collect::<Result<Vec<ExportSpec>>>()?;
@@ -224,7 +223,28 @@ pub fn check_command_line(args: &BuildArgs) -> Result<Destination> {
     for t in &tags {
         super::reference::check_reference("BKD_TAGS", t).map_err(Error::Usage)?;
     }
-    Ok(buildx::name_outputs(&tags, args.push, &mut exports))
+    let destination = buildx::name_outputs(&tags, args.push, &mut exports);
+    // Exported cache is a result that goes somewhere, and buildx's
+    // `type=cacheonly` says the cache is all that is wanted.
+    let cache_only = exporting_outputs(&args.outputs).len() < args.outputs.len();
+    if destination == Destination::Nowhere && (!args.cache_to.is_empty() || cache_only) {
+        return Ok(Destination::Somewhere);
+    }
+    Ok(destination)
+}
+
+/// The `--output` values that export something: buildx's
+/// `type=cacheonly` only silences the no-output warning.
+fn exporting_outputs(outputs: &[String]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter(|o| {
+            super::output::parse_attrs("--output", o).map_or(true, |a| {
+                a.get("type").map(String::as_str) != Some("cacheonly")
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 /// One `--build-context NAME=VALUE`: a directory becomes an extra local
@@ -417,6 +437,8 @@ pub struct Job<'a> {
     pub progress: ProgressMode,
     /// Filled with the build's steps for a CI report.
     pub tally: Option<crate::ci::record::SharedTally>,
+    /// Said once the build is resolved, before the daemon starts.
+    pub warning: Option<String>,
     pub metadata_file: Option<&'a Path>,
     pub needs: DaemonNeeds,
 }
@@ -430,7 +452,7 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     let spawned_config = args.spawned.resolve()?;
     let mut entitlements = args.allow.clone();
     buildx::frontend_attrs(&args.buildx, &mut HashMap::new(), &mut entitlements)?;
-    let image_id = ImageIdOutputs::check(&args.buildx, &args.outputs)?;
+    let image_id = ImageIdOutputs::check(&args.buildx, &exporting_outputs(&args.outputs))?;
     let progress = if args.buildx.quiet {
         ProgressMode::Quiet
     } else {
@@ -440,16 +462,14 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
         .ci
         .resolve(|text| notice(progress, global.debug, text))?;
     let inputs = BuildInputs::prepare(&args.context, args.file.as_deref())?;
-    if let Some(warning) = destination
+    let warning = destination
         .warning(global.addr.is_none())
-        .filter(|_| call.is_none())
-    {
-        notice(progress, global.debug, &warning);
-    }
+        .filter(|_| call.is_none());
     image_id.clear_stale()?;
     let started = std::time::Instant::now();
     let job = Job {
         tally: ci.tally(),
+        warning,
         progress,
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
@@ -604,6 +624,9 @@ pub async fn execute(
     let spec = resolve()?;
     if let Some(p) = job.metadata_file {
         check_output_parent(p)?;
+    }
+    if let Some(w) = &job.warning {
+        notice(job.progress, global.debug, w);
     }
     let mut spec = Some(spec);
     let outcome = super::daemon::run_on_daemon(global, &job.needs, |daemon| {

@@ -279,6 +279,7 @@ async fn build(global: &GlobalArgs, args: &BuildctlBuildArgs) -> Result<()> {
     let job = Job {
         progress: args.progress,
         tally: None,
+        warning: None,
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
             entitlements: args.allow.clone(),
