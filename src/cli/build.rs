@@ -437,7 +437,7 @@ pub struct Job<'a> {
     pub progress: ProgressMode,
     /// Filled with the build's steps for a CI report.
     pub tally: Option<crate::ci::record::SharedTally>,
-    /// Said once the build is resolved, before the daemon starts.
+    /// Said once, when the build starts on a daemon.
     pub warning: Option<String>,
     pub metadata_file: Option<&'a Path>,
     pub needs: DaemonNeeds,
@@ -625,13 +625,16 @@ pub async fn execute(
     if let Some(p) = job.metadata_file {
         check_output_parent(p)?;
     }
-    if let Some(w) = &job.warning {
-        notice(job.progress, global.debug, w);
-    }
+
     let mut spec = Some(spec);
+    let mut warning = job.warning.clone();
     let outcome = super::daemon::run_on_daemon(global, &job.needs, |daemon| {
         let spec = spec.take().map_or_else(&resolve, Ok);
         let (progress, debug) = (job.progress, global.debug);
+        // Said once, when a daemon is there to build (not again on a retry).
+        if let Some(w) = warning.take() {
+            notice(progress, debug, &w);
+        }
         let tally = job.tally.clone();
         async move {
             let mut display = display_for(progress, debug);
