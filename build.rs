@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "moby/buildkit/v1/control.proto",
+    "moby/buildkit/v1/frontend/gateway.proto",
     "moby/filesync/v1/filesync.proto",
     "moby/filesync/v1/auth.proto",
     "moby/buildkit/secrets/v1/secrets.proto",

@@ -18,6 +18,9 @@ pub mod moby {
             pub mod types {
                 tonic::include_proto!("moby.buildkit.v1.types");
             }
+            pub mod frontend {
+                tonic::include_proto!("moby.buildkit.v1.frontend");
+            }
         }
         pub mod secrets {
             pub mod v1 {

@@ -99,7 +99,7 @@ pub enum BuildctlCommand {
 #[derive(Debug, Subcommand)]
 pub enum BuildctlDebug {
     /// List the daemon's workers
-    Workers,
+    Workers(super::workers::WorkersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -265,7 +265,9 @@ pub async fn run(cli: BuildctlCli) -> Result<()> {
     let global = cli.global.to_global()?;
     match cli.command {
         BuildctlCommand::Build(args) => build(&global, &args).await,
-        BuildctlCommand::Debug(BuildctlDebug::Workers) => super::workers(&global).await,
+        BuildctlCommand::Debug(BuildctlDebug::Workers(args)) => {
+            super::workers::run(&global, &args).await
+        }
         BuildctlCommand::Other(words) => Err(Error::Usage(format!(
             "buildctl command {:?} is not supported by bkd (supported: build, debug workers)",
             words.first().map(String::as_str).unwrap_or_default()
@@ -277,10 +279,15 @@ async fn build(global: &GlobalArgs, args: &BuildctlBuildArgs) -> Result<()> {
     reject_unsupported(args)?;
     let job = Job {
         progress: args.progress,
+        tally: None,
+        warning: None,
         metadata_file: args.metadata_file.as_deref(),
-        needs: DaemonNeeds::default(),
+        needs: DaemonNeeds {
+            entitlements: args.allow.clone(),
+            ..Default::default()
+        },
     };
-    execute(global, job, || resolve(args)).await
+    execute(global, job, || resolve(args)).await.map(drop)
 }
 
 fn reject_unsupported(args: &BuildctlBuildArgs) -> Result<()> {
@@ -415,6 +422,7 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
         ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&key_dir),
         entitlements: args.allow.clone(),
+        subrequest: None,
         locals,
     })
 }

@@ -54,6 +54,9 @@ pub struct BuildSpec {
     pub shared_key: String,
     /// Extra entitlements (`network.host`, `security.insecure`, ...).
     pub entitlements: Vec<String>,
+    /// A frontend subrequest (`lint`, `outline`, `targets`) instead of a
+    /// build: run through the gateway API, nothing exported.
+    pub subrequest: Option<String>,
 }
 
 /// What a successful build returns.
@@ -61,6 +64,8 @@ pub struct BuildSpec {
 pub struct BuildOutcome {
     pub exporter_response: HashMap<String, String>,
     pub written: Vec<PathBuf>,
+    /// A subrequest's answer: the frontend result's metadata.
+    pub call_result: HashMap<String, Vec<u8>>,
 }
 
 /// Status messages keep coming for a moment after Solve returns; this long
@@ -140,7 +145,22 @@ pub async fn build(
     if let Some(o) = &layout_output {
         content_stores.insert(super::oci_output::STORE_ID, o.dir.clone());
     }
-    let request = solve_request(&spec, &build_ref, &session_id);
+    let mut request = solve_request(&spec, &build_ref, &session_id);
+    let call = spec.subrequest.as_ref().map(|name| {
+        let opts = super::call::subrequest_opts(&request.frontend_attrs, name);
+        (spec.frontend.clone(), opts)
+    });
+    if call.is_some() {
+        // The build is opened without a frontend; bkd names it through
+        // the gateway. A subrequest exports nothing and stays out of the
+        // build history.
+        request.frontend.clear();
+        request.frontend_attrs.clear();
+        request.exporters.clear();
+        request.exporter_deprecated.clear();
+        request.exporter_attrs_deprecated.clear();
+        request.internal = true;
+    }
     let outputs: HashMap<u32, OutputTarget> = spec
         .exports
         .iter()
@@ -184,7 +204,17 @@ pub async fn build(
         (display, logs)
     });
 
-    let solved = daemon.control().solve(request).await;
+    let (solved, called) = match call {
+        None => (daemon.control().solve(request).await, Ok(HashMap::new())),
+        Some((frontend, opts)) => {
+            let mut control = daemon.control();
+            let bridge = daemon.bridge();
+            tokio::join!(
+                control.solve(request),
+                super::call::run(bridge, &build_ref, &frontend, opts)
+            )
+        }
+    };
     let _ = done_tx.send(true);
     let (display, logs) = match status_task.await {
         Ok(d) => d,
@@ -197,6 +227,11 @@ pub async fn build(
     };
     let closed = session.close().await;
 
+    // A subrequest's own error says more than the build it ended.
+    let call_result = match called {
+        Ok(m) => m,
+        Err(status) => return (Err(solve_error(daemon.addr(), &status, logs)), display),
+    };
     let response = match solved {
         Ok(r) => r.into_inner(),
         // A local write that failed is the cause; the daemon's error only
@@ -225,6 +260,7 @@ pub async fn build(
         Ok(BuildOutcome {
             exporter_response: response.exporter_response,
             written,
+            call_result,
         }),
         display,
     )

@@ -54,6 +54,12 @@ impl Tally {
         (run, cached, failed)
     }
 
+    /// The finished steps, each as last reported, for reports written
+    /// outside the progress display (CI annotations).
+    pub fn finished_steps(&self) -> impl Iterator<Item = &Vertex> {
+        self.steps.values().filter(|v| v.completed.is_some())
+    }
+
     /// Context bytes sent and the time the transfers took, if any ran.
     pub fn context(&self) -> Option<(i64, Duration)> {
         if self.context.is_empty() {
