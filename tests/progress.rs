@@ -154,6 +154,87 @@ fn screen_text(raw: &str) -> String {
         .replace('\r', "\n")
 }
 
+/// What stays on a terminal of `width` columns (and endless height, its
+/// scrollback included) once `raw` is written to it: printable text,
+/// newline, carriage return, cursor up (`ESC[nA`), erase below (`ESC[J`)
+/// and erase to end of line (`ESC[K`); other sequences change nothing
+/// visible. Each redrawn frame replaces the last, as on a real terminal.
+fn final_screen(raw: &str, width: usize) -> Vec<String> {
+    let mut rows: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                row += 1;
+                col = 0;
+                if rows.len() <= row {
+                    rows.push(Vec::new());
+                }
+            }
+            '\r' => col = 0,
+            '\x1b' => {
+                let mut seq = String::new();
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while let Some(&n) = chars.peek() {
+                        chars.next();
+                        if n.is_ascii_alphabetic() {
+                            seq.push(n);
+                            break;
+                        }
+                        seq.push(n);
+                    }
+                } else {
+                    // Buildkite's APC timestamps and the like: to BEL.
+                    for n in chars.by_ref() {
+                        if n == '\x07' {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                let (arg, cmd) = seq.split_at(seq.len().saturating_sub(1));
+                let n: usize = arg.parse().unwrap_or(1);
+                match cmd {
+                    "A" => row = row.saturating_sub(n),
+                    "J" => {
+                        rows[row].truncate(col);
+                        rows.truncate(row + 1);
+                    }
+                    "K" => rows[row].truncate(col),
+                    _ => {}
+                }
+            }
+            c if c.is_control() => {}
+            c => {
+                if col >= width {
+                    row += 1;
+                    col = 0;
+                    if rows.len() <= row {
+                        rows.push(Vec::new());
+                    }
+                }
+                let line = &mut rows[row];
+                while line.len() < col {
+                    line.push(' ');
+                }
+                if col < line.len() {
+                    line[col] = c;
+                } else {
+                    line.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    let mut out: Vec<String> = rows.into_iter().map(|r| r.into_iter().collect()).collect();
+    while out.last().is_some_and(|l| l.trim().is_empty()) {
+        out.pop();
+    }
+    out
+}
+
 #[test]
 fn tty_collapses_steps_and_shows_a_failure_in_full() {
     let ctx = image_context("tty");
@@ -174,9 +255,21 @@ fn tty_collapses_steps_and_shows_a_failure_in_full() {
         r.explain()
     );
     assert!(summary_re().is_match(&out), "{}", r.explain());
-    // Finished steps collapse: no plain blocks or step output.
-    assert!(!out.contains("on-stderr-tty\n"), "{}", r.explain());
-    assert!(!out.contains("#1 DONE"), "{}", r.explain());
+    // Finished steps collapse: no plain blocks, no step output, no frame
+    // left on the screen at the end.
+    let screen = final_screen(&r.stdout(), 80).join("\n");
+    assert!(
+        !screen.lines().any(|l| l.ends_with("on-stderr-tty")),
+        "{screen}\n{}",
+        r.explain()
+    );
+    assert!(!screen.contains("#1 DONE"), "{screen}\n{}", r.explain());
+    assert!(
+        !screen.contains("[+] Building"),
+        "{screen}\n{}",
+        r.explain()
+    );
+    assert!(summary_re().is_match(&screen), "{screen}\n{}", r.explain());
 
     let bad = failing_context("tty");
     let r = bkd_on_terminal(&["build", "--progress=tty", "."], bad.path());

@@ -90,9 +90,9 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
 
-    /// Progress output (see docs/progress.md)
-    #[arg(long, value_enum, default_value = "auto", env = "BKD_PROGRESS")]
-    pub progress: ProgressMode,
+    /// Progress output (see docs/progress.md); default: BUILDKIT_PROGRESS, else auto
+    #[arg(long, value_enum, env = "BKD_PROGRESS")]
+    pub progress: Option<ProgressMode>,
 
     /// Write the build result (image digest, ...) as JSON to this file
     #[arg(long, value_name = "FILE")]
@@ -457,7 +457,7 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
         crate::daemon::config::check_registry_host(host).map_err(Error::Usage)?;
     }
     let job = Job {
-        progress: args.progress,
+        progress: super::progress::requested(args.progress)?,
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
             insecure_registries: args.insecure_registries.clone(),

@@ -1,5 +1,6 @@
 //! Typed calls to buildkitd's Control service.
 
+pub mod errdetails;
 pub mod local_cache;
 pub mod oci_output;
 pub mod solve;
