@@ -81,7 +81,15 @@ fn decode_bytes(details: &[u8]) -> FailureDetails {
     for any in status.details {
         match any.type_url.as_str() {
             SOURCE_TYPE => match serde_json::from_slice::<JsonSource>(&any.value) {
-                Ok(s) => out.sources.extend(source(s)),
+                Ok(s) => {
+                    let ranges: Vec<String> = s
+                        .ranges
+                        .iter()
+                        .map(|r| format!("{}-{}", r.start.line, r.end.line))
+                        .collect();
+                    tracing::debug!(lines = ?ranges, "error source");
+                    out.sources.extend(source(s));
+                }
                 Err(e) => tracing::debug!(error = %e, "undecodable source detail"),
             },
             VERTEX_TYPE => match serde_json::from_slice::<JsonVertex>(&any.value) {
