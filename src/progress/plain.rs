@@ -617,9 +617,12 @@ impl<W: Write> PlainPrinter<W> {
             })
             .collect();
         let sum: f64 = stats.iter().map(|s| s.speed).sum();
+        // On a tie the step touched last wins: buildctl times each step's
+        // wait from its own first event, so the last one of a message
+        // counts as the busiest.
         let mut best: Option<&Stat> = None;
         for s in &stats {
-            if s.over || best.is_none_or(|b| b.speed < s.speed) {
+            if s.over || best.is_none_or(|b| b.speed <= s.speed) {
                 best = Some(s);
             }
         }
