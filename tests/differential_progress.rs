@@ -111,7 +111,12 @@ fn export_and_push() {
         builds: Box::new(|k| {
             let n = run_nonce(k);
             let reg = &bed().registry;
-            let dockerfile = format!("{}FROM bb\nRUN echo pushed-{n} > /p\n", base("push"));
+            // A layer that takes a moment to compress and to push, so the
+            // export step's two runs both count in its time.
+            let dockerfile = format!(
+                "{}FROM bb\nRUN echo pushed-{n} > /p && head -c 8000000 /dev/urandom > /blob\n",
+                base("push")
+            );
             let image = format!("{reg}/diff/push:{n}");
             let cache = format!("type=registry,ref={reg}/diff/push-cache:{n}");
             vec![Build {

@@ -18,7 +18,27 @@ use bkd::progress::summary::latest_time;
 use bkd::progress::tty::TtyView;
 use bkd::progress::{BuildEnd, Display, Update};
 
-const STREAMS: [&str; 5] = ["success", "cached", "failure", "warning", "clipped"];
+/// Streams recorded by scripts/record-progress-fixtures.sh, then the ones
+/// the live differential recorded (`BKD_RECORD=1 cargo test --test
+/// differential_progress`).
+const STREAMS: [&str; 11] = [
+    "success",
+    "cached",
+    "failure",
+    "warning",
+    "clipped",
+    "live-parallel",
+    "live-cached",
+    "live-failing",
+    "live-push",
+    "live-restart",
+    "live-concurrent",
+];
+
+/// The streams of builds that failed.
+fn failed(stream: &str) -> bool {
+    stream == "failure" || stream == "live-failing"
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/progress")
@@ -41,7 +61,7 @@ fn updates(stream: &str) -> Vec<Update> {
 
 /// What the CLI would hand over at the end; fixed so goldens are stable.
 fn build_end(stream: &str) -> BuildEnd {
-    if stream == "failure" {
+    if failed(stream) {
         return BuildEnd {
             total: Duration::from_millis(2_345),
             ..Default::default()
@@ -306,4 +326,55 @@ fn failure_output_is_shown() {
             .is_some_and(|l| l.ends_with("^^^ +++")),
         "{kite}"
     );
+}
+
+/// A restarted step's DONE time covers all its runs, as buildctl's does:
+/// checked against the runs in the recorded stream, merged here. A
+/// progress group (`COPY --link`) is timed over all its members' runs.
+#[test]
+fn restarted_steps_are_timed_over_all_their_runs() {
+    for (stream, shown) in [
+        ("live-push", "exporting to image"),
+        ("live-restart", "exporting to image"),
+        ("live-restart", "[stage-1 2/3] COPY --link Dockerfile /d"),
+    ] {
+        // Every run of the step's vertices, keyed by start.
+        let mut runs: std::collections::BTreeMap<SystemTime, SystemTime> = Default::default();
+        for u in updates(stream) {
+            let of_step = u.vertexes.iter().filter(|v| match &v.progress_group {
+                Some(g) => g.name == shown,
+                None => v.name == shown,
+            });
+            for v in of_step {
+                if let (Some(a), Some(b)) = (v.started, v.completed) {
+                    runs.insert(a, b);
+                }
+            }
+        }
+        assert!(runs.len() >= 2, "{stream}: {shown} ran once");
+        let mut total = Duration::ZERO;
+        let mut end = SystemTime::UNIX_EPOCH;
+        for (a, b) in runs {
+            let a = a.max(end);
+            if b > a {
+                total += b.duration_since(a).unwrap_or_default();
+            }
+            end = end.max(b);
+        }
+        let plain = render_plain(stream, PlainOptions::default());
+        let number = plain
+            .lines()
+            .find_map(|l| l.strip_suffix(&format!(" {shown}")))
+            .unwrap_or_else(|| panic!("{stream}: no block for {shown}\n{plain}"));
+        let done = plain
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("{number} DONE ")))
+            .unwrap_or_else(|| panic!("{stream}: {shown} not done\n{plain}"));
+        assert_eq!(
+            done,
+            format!("{:.1}s", total.as_secs_f64()),
+            "{stream}: {shown}\n{plain}"
+        );
+    }
 }
