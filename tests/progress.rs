@@ -783,12 +783,19 @@ fn a_cache_import_that_finds_nothing_is_a_warning() {
         "{}",
         r.explain()
     );
+    let export = format!(
+        "type=registry,ref={}/progress/cache:{}",
+        bed.registry,
+        nonce()
+    );
     let r = bkd_clean(
         &[
             "build",
             "--progress=plain",
             "--cache-from",
             &cache,
+            "--cache-to",
+            &export,
             "--no-cache",
             ".",
         ],
@@ -797,7 +804,7 @@ fn a_cache_import_that_finds_nothing_is_a_warning() {
     );
     r.assert_ok();
     assert!(
-        regex::Regex::new(r"(?m)^Build finished in \d+\.\ds: \d+ steps \(\d+ run, \d+ cached\), 1 warning, .*cache import \d+\.\ds$")
+        regex::Regex::new(r"(?m)^Build finished in \d+\.\ds: \d+ steps \(\d+ run, \d+ cached\), 1 warning, .*, cache import \d+\.\ds, cache export \d+\.\ds$")
             .expect("regex")
             .is_match(&r.stderr()),
         "{}",
@@ -994,4 +1001,66 @@ fn fix_locals<'a>(args: &[&'a str]) -> Vec<&'a str> {
         i += 1;
     }
     out
+}
+
+/// In the CI views, steps running side by side still get one group each
+/// (before: a group for every switch between them, about 8 per step).
+#[test]
+fn ci_views_give_each_step_one_group() {
+    let n = nonce();
+    let stage = |x: &str| {
+        format!("FROM bb AS {x}\nRUN for i in 1 2 3 4 5 6 7 8; do echo {x}-$i-{n}; sleep 0.1; done; echo {n} > /out\n")
+    };
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "{BUSYBOX_STAGE}{}{}{}FROM bb\nCOPY --from=a /out /a\nCOPY --from=b /out /b\nCOPY --from=c /out /c\n",
+            stage("a"),
+            stage("b"),
+            stage("c")
+        ),
+    );
+    for (var, open) in [
+        (
+            "BUILDKITE",
+            regex::Regex::new(r"(?m)\x07--- #(\d+) ").expect("regex"),
+        ),
+        (
+            "GITHUB_ACTIONS",
+            regex::Regex::new(r"(?m)^::group::#(\d+) ").expect("regex"),
+        ),
+        (
+            "GITLAB_CI",
+            regex::Regex::new(r"(?m)\x1b\[0K#(\d+) ").expect("regex"),
+        ),
+    ] {
+        let r = bkd_clean(&["build", "--no-cache", "."], ctx.path(), &[(var, "true")]);
+        r.assert_ok();
+        let err = r.stderr();
+        let mut groups: std::collections::BTreeMap<String, usize> = Default::default();
+        for c in open.captures_iter(&err) {
+            *groups.entry(c[1].to_string()).or_default() += 1;
+        }
+        assert!(groups.len() >= 9, "{var}: {groups:?}\n{}", r.explain());
+        assert!(
+            groups.values().all(|n| *n == 1),
+            "{var}: {groups:?}\n{}",
+            r.explain()
+        );
+        // Each stage's lines are together, in its group.
+        for x in ["a", "b", "c"] {
+            let lines: Vec<usize> = err
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| {
+                    l.contains(&format!(" {x}-")) && l.contains(&n) && !l.contains(" RUN ")
+                })
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(lines.len(), 8, "{var}: {x}\n{}", r.explain());
+            assert_eq!(lines[7] - lines[0], 7, "{var}: {x} split\n{}", r.explain());
+        }
+    }
 }
