@@ -49,7 +49,7 @@ impl ErrorSource {
             spent += 1;
         }
         let mut out = vec![
-            format!("{}:{first}", escape_controls(&self.filename)),
+            format!("{}:{first}", file_name(&self.filename)),
             RULER.into(),
         ];
         for n in start..=end {
@@ -77,6 +77,19 @@ impl ErrorSource {
             let (s, e) = (i64::from(r.start.0), i64::from(r.end.0.max(r.start.0)));
             s <= line && line <= e
         })
+    }
+}
+
+/// The file name heading the excerpt. It starts a line, so a name that
+/// begins like a CI log command (`::`, Buildkite's `---`/`+++`, GitLab's
+/// `section_`) is shown as `./NAME`, where it means the same file.
+fn file_name(name: &str) -> String {
+    let name = escape_controls(name);
+    let markers = ["::", "---", "+++", "~~~", "^^^", "section_"];
+    if markers.iter().any(|m| name.starts_with(m)) {
+        format!("./{name}")
+    } else {
+        name
     }
 }
 
@@ -162,6 +175,17 @@ mod tests {
         );
         assert!(source(text, &[(9, 9)]).excerpt().is_empty());
         assert!(source(text, &[]).excerpt().is_empty());
+    }
+
+    #[test]
+    fn a_file_name_cannot_pass_for_a_ci_command() {
+        let mut s = source("FROM a\n", &[(1, 1)]);
+        s.filename = "::warning::x".into();
+        assert_eq!(s.excerpt()[0], "./::warning::x:1");
+        s.filename = "+++ x\ny".into();
+        assert_eq!(s.excerpt()[0], "./+++ x\\ny:1");
+        s.filename = "sub/Dockerfile".into();
+        assert_eq!(s.excerpt()[0], "sub/Dockerfile:1");
     }
 
     #[test]

@@ -44,8 +44,10 @@ impl<W: Write + Send> Display for Quiet<W> {
         for (_, step) in failed {
             let _ = writeln!(self.out, "------");
             let _ = writeln!(self.out, " > {}:", escape_controls(&step.vertex.name));
+            // Marked as the step's, as in the tty view: a line of output
+            // never starts a line of bkd's (nor a CI log command).
             for line in step.output.last_lines(TAIL_LINES) {
-                let _ = writeln!(self.out, "{line}");
+                let _ = writeln!(self.out, "  │ {line}");
             }
             if let Some(limit) = &step.clipped {
                 let _ = writeln!(self.out, "NOTE: {}", clip_notice(limit));
