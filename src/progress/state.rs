@@ -1,7 +1,8 @@
 //! The build as known so far, folded from the status messages in the order
 //! they arrived: each step's latest snapshot and every interval it ran,
-//! its transfer statuses, warnings and (optionally) its output lines.
-//! Pure data; the renderers draw from it.
+//! its transfer statuses, warnings and (optionally) its output lines,
+//! kept while it runs and, if it fails, after. Pure data; the renderers
+//! draw from it.
 //!
 //! The fold follows the daemon's model as buildctl reads it: a vertex may
 //! run more than once (the daemon restarts it, or a concurrent build shares
@@ -386,6 +387,11 @@ impl BuildState {
                 if self.keep_output {
                     step.output.flush();
                 }
+                if !step.failed() {
+                    // Only a failing step's output is shown once it is
+                    // over: memory is held by running and failed steps.
+                    step.output = StepOutput::default();
+                }
                 if !changes.finished.contains(&i) {
                     changes.finished.push(i);
                 }
@@ -429,7 +435,7 @@ impl BuildState {
                 continue;
             };
             let step = &mut self.steps[i];
-            if self.keep_output {
+            if self.keep_output && (!step.is_done() || step.failed()) {
                 step.output.add(l.stream, &l.data);
                 if step.is_done() {
                     step.output.flush();
@@ -705,6 +711,39 @@ mod tests {
             merge_intervals([iv(0, Some(10)), iv(2, Some(3))]),
             vec![iv(0, Some(10))]
         );
+    }
+
+    /// Output is kept while a step runs and, if it failed, after; a step
+    /// that succeeded holds none.
+    #[test]
+    fn only_running_and_failed_steps_hold_output() {
+        let mut s = BuildState::with_output();
+        let line = |d: &str| Log {
+            vertex: d.into(),
+            stream: 1,
+            data: "some output\n".into(),
+            ..Default::default()
+        };
+        s.update(&Update {
+            vertexes: vec![vertex("ok", at(0), None), vertex("bad", at(0), None)],
+            logs: vec![line("ok"), line("bad")],
+            ..Default::default()
+        });
+        let (ok, bad) = (s.step_of("ok").expect("ok"), s.step_of("bad").expect("bad"));
+        assert_eq!(s.step(ok).output.line_count(), 1);
+        s.update(&Update {
+            vertexes: vec![
+                vertex("ok", at(0), at(10)),
+                Vertex {
+                    error: "exit code: 1".into(),
+                    ..vertex("bad", at(0), at(10))
+                },
+            ],
+            logs: vec![line("ok"), line("bad")],
+            ..Default::default()
+        });
+        assert_eq!(s.step(ok).output.line_count(), 0);
+        assert_eq!(s.step(bad).output.line_count(), 2);
     }
 
     /// A line of any length costs at most [`LINE_BYTES`], and many lines
