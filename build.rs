@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "moby/sshforward/v1/ssh.proto",
     "grpc/health/v1/health.proto",
     "containerd/services/content/v1/content.proto",
+    "google/rpc/status.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

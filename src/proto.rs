@@ -50,6 +50,12 @@ pub mod containerd {
     }
 }
 
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
 pub mod grpc {
     pub mod health {
         pub mod v1 {

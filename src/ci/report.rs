@@ -1,11 +1,13 @@
 //! The facts a CI report gives about one build, taken from the progress
-//! tally and the build's end, and their Markdown form (for a Buildkite
+//! state and the build's end, and their Markdown form (for a Buildkite
 //! annotation or a GitHub step summary).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::progress::{BuildEnd, Tally};
+use crate::progress::state::BuildState;
+use crate::progress::summary::Figures;
+use crate::progress::BuildEnd;
 use crate::text::escape_str;
 
 /// How many of the slowest steps a report lists.
@@ -33,57 +35,39 @@ pub struct BuildReport {
     pub names: Vec<String>,
 }
 
-fn took(v: &crate::progress::Vertex) -> Duration {
-    match (v.started, v.completed) {
-        (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default(),
-        _ => Duration::ZERO,
-    }
-}
-
-fn is_cache_import(name: &str) -> bool {
-    name.starts_with("importing cache manifest from")
-}
-
-fn is_cache_export(name: &str) -> bool {
-    name.starts_with("exporting cache to") || name == "exporting to GitHub Actions Cache"
-}
-
 impl BuildReport {
-    /// The report from the steps tallied during the build and its end.
-    pub fn new(tally: &Tally, end: &BuildEnd) -> BuildReport {
-        let (run, cached, failed) = tally.counts();
-        let steps: Vec<_> = tally.finished_steps().collect();
-        let mut slowest: Vec<(String, Duration)> = steps
+    /// The report from the steps folded during the build and its end.
+    pub fn new(state: &BuildState, end: &BuildEnd) -> BuildReport {
+        let figures = Figures::of(state);
+        let finished: Vec<_> = state
+            .started_steps()
+            .map(|(_, step)| step)
+            .filter(|step| step.is_done() && !step.hidden)
+            .collect();
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        let mut slowest: Vec<(String, Duration)> = finished
             .iter()
-            .filter(|v| !v.cached && v.error.is_empty())
-            .map(|v| (v.name.clone(), took(v)))
+            .filter(|step| !step.vertex.cached && step.vertex.error.is_empty())
+            .map(|step| (step.vertex.name.clone(), step.duration(epoch)))
             .collect();
         slowest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         slowest.truncate(SLOWEST);
-        let mut failed_steps: Vec<String> = steps
+        let mut failed_steps: Vec<String> = finished
             .iter()
-            .filter(|v| !v.error.is_empty())
-            .map(|v| v.name.clone())
+            .filter(|step| step.failed() && !crate::progress::summary::is_missed_cache_import(step))
+            .map(|step| step.vertex.name.clone())
             .collect();
         failed_steps.sort();
-        let sum = |pick: fn(&str) -> bool| {
-            let matching: Vec<Duration> = steps
-                .iter()
-                .filter(|v| pick(&v.name))
-                .map(|v| took(v))
-                .collect();
-            (!matching.is_empty()).then(|| matching.iter().sum())
-        };
         BuildReport {
             succeeded: end.succeeded,
             total: end.total,
-            run,
-            cached,
-            failed,
+            run: figures.run,
+            cached: figures.cached,
+            failed: figures.failed,
             slowest,
             failed_steps,
-            cache_import: sum(is_cache_import),
-            cache_export: sum(is_cache_export),
+            cache_import: figures.cache_import,
+            cache_export: figures.cache_export,
             digest: end.digest().map(str::to_string),
             image_id: image_id(&end.exporter_response),
             names: end.names().into_iter().map(str::to_string).collect(),
@@ -210,8 +194,8 @@ mod tests {
 
     #[test]
     fn report_from_a_tally() {
-        let mut tally = Tally::default();
-        tally.update(&Update {
+        let mut state = BuildState::default();
+        state.update(&Update {
             vertexes: vec![
                 step("a", "importing cache manifest from r/c:1", 0, 1_200, false),
                 step("b", "[1/3] FROM base", 0, 0, true),
@@ -234,7 +218,7 @@ mod tests {
             ]),
             written: vec![],
         };
-        let r = BuildReport::new(&tally, &end);
+        let r = BuildReport::new(&state, &end);
         assert_eq!((r.run, r.cached, r.failed), (4, 1, 0));
         assert_eq!(
             r.slowest[0],

@@ -94,9 +94,9 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
 
-    /// Progress output (see docs/progress.md)
-    #[arg(long, value_enum, default_value = "auto", env = "BKD_PROGRESS")]
-    pub progress: ProgressMode,
+    /// Progress output (see docs/progress.md); default: BUILDKIT_PROGRESS, else auto
+    #[arg(long, value_enum, env = "BKD_PROGRESS")]
+    pub progress: Option<ProgressMode>,
 
     /// Write the build result (image digest, ...) as JSON to this file
     #[arg(long, value_name = "FILE")]
@@ -456,7 +456,7 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     let progress = if args.buildx.quiet {
         ProgressMode::Quiet
     } else {
-        args.progress
+        super::progress::requested(args.progress)?
     };
     let ci = args
         .ci
@@ -503,15 +503,18 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
 /// and the result (quiet) or a JSON stream (rawjson).
 pub(super) fn notice(mode: ProgressMode, debug: bool, text: &str) {
     use super::progress::Resolved;
-    let on_buildkite = std::env::var("BUILDKITE").is_ok_and(|v| v == "true");
+    use crate::progress::plain::Flavor;
     let stderr_is_tty = std::io::stderr().is_terminal();
-    match super::progress::resolve(mode, debug, stderr_is_tty, on_buildkite) {
+    match super::progress::resolve(mode, debug, stderr_is_tty, crate::ci::CiSystem::detect()) {
         Resolved::Quiet | Resolved::Rawjson => {}
-        Resolved::Buildkite { .. } => {
-            let stamp = crate::progress::buildkite::timestamp(std::time::SystemTime::now());
+        Resolved::Text {
+            flavor: Flavor::Buildkite,
+            ..
+        } => {
+            let stamp = crate::progress::cilog::buildkite_timestamp(std::time::SystemTime::now());
             eprintln!("{stamp}{text}");
         }
-        Resolved::Plain { .. } | Resolved::Tty => eprintln!("{text}"),
+        Resolved::Text { .. } | Resolved::Tty => eprintln!("{text}"),
     }
 }
 

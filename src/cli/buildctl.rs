@@ -108,9 +108,9 @@ pub struct BuildctlBuildArgs {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
 
-    /// Progress output
-    #[arg(long, value_enum, env = "BKD_PROGRESS", default_value = "auto")]
-    pub progress: ProgressMode,
+    /// Progress output; default: BUILDKIT_PROGRESS, else auto
+    #[arg(long, value_enum, env = "BKD_PROGRESS")]
+    pub progress: Option<ProgressMode>,
 
     /// Local directory the build can read: NAME=DIR (context, dockerfile, or a named context)
     #[arg(long = "local", value_name = "NAME=DIR")]
@@ -278,7 +278,7 @@ pub async fn run(cli: BuildctlCli) -> Result<()> {
 async fn build(global: &GlobalArgs, args: &BuildctlBuildArgs) -> Result<()> {
     reject_unsupported(args)?;
     let job = Job {
-        progress: args.progress,
+        progress: super::progress::requested(args.progress)?,
         tally: None,
         warning: None,
         metadata_file: args.metadata_file.as_deref(),
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(b.frontend.as_deref(), Some("dockerfile.v0"));
         assert_eq!(b.locals, ["context=.", "dockerfile=."]);
         assert_eq!(b.opts, ["filename=Dockerfile", "build-arg:VERSION=1"]);
-        assert_eq!(b.progress, ProgressMode::Plain);
+        assert_eq!(b.progress, Some(ProgressMode::Plain));
     }
 
     #[test]

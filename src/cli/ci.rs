@@ -11,7 +11,8 @@ use crate::ci::record::SharedTally;
 use crate::ci::report::BuildReport;
 use crate::ci::{github, gitlab};
 use crate::error::{Error, Result};
-use crate::progress::{BuildEnd, Tally};
+use crate::progress::state::BuildState;
+use crate::progress::BuildEnd;
 use crate::text::escape_str;
 
 #[derive(Debug, Clone, Default, Args)]
@@ -113,7 +114,7 @@ impl CiArgs {
             || plan.github_summary.is_some()
             || plan.gitlab_dotenv.is_some()
         {
-            plan.tally = Some(Arc::new(Mutex::new(Tally::default())));
+            plan.tally = Some(Arc::new(Mutex::new(BuildState::default())));
         }
         Ok(plan)
     }

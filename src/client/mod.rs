@@ -1,6 +1,7 @@
 //! Typed calls to buildkitd's Control service.
 
 pub mod call;
+pub mod errdetails;
 pub mod local_cache;
 pub mod oci_output;
 pub mod solve;

@@ -331,6 +331,16 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
+/// A daemon log line as echoed on stderr: prefixed `buildkitd: `, unless
+/// buildkitd already put its name in front (its own fatal messages).
+fn daemon_log_line(line: &str) -> String {
+    if line.starts_with("buildkitd: ") {
+        line.to_string()
+    } else {
+        format!("buildkitd: {line}")
+    }
+}
+
 /// Copies new daemon log lines to stderr, prefixed, until aborted.
 async fn echo_log(path: PathBuf) {
     let mut offset = 0u64;
@@ -351,7 +361,7 @@ async fn echo_log(path: PathBuf) {
             offset += buf.len() as u64;
             partial.push_str(&String::from_utf8_lossy(&buf));
             while let Some(end) = partial.find('\n') {
-                eprintln!("buildkitd: {}", &partial[..end]);
+                eprintln!("{}", daemon_log_line(&partial[..end]));
                 partial.drain(..=end);
             }
         }

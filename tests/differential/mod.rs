@@ -1,4 +1,5 @@
-//! bkd against the reference, live: the `.dockerignore` matcher against the
+//! The context harness (the progress harness is in `progress/`, a test of
+//! its own). bkd against the reference, live: the `.dockerignore` matcher against the
 //! reference matcher itself ([`oracle`], [`reference`]), and whole builds
 //! against buildctl on the same daemon ([`run`]): hundreds of small
 //! contexts ([`cases`]), each built by both tools, compared entry by entry
