@@ -87,6 +87,21 @@ impl RouteArgs {
         )
     }
 
+    /// The route key of a build of a context the daemon fetches (a Git or
+    /// HTTP(S) URL): `--route-key`, else the URL without credentials.
+    pub fn remote_key(
+        &self,
+        url: &str,
+        dockerfile: &str,
+        target: Option<&str>,
+        platform: Option<&str>,
+    ) -> RouteKey {
+        if let Some(k) = self.route_key.as_deref().filter(|k| !k.is_empty()) {
+            return RouteKey::given(k);
+        }
+        RouteKey::for_remote(url, dockerfile, target, platform)
+    }
+
     pub fn needs(&self, key: RouteKey, announce: bool) -> RouteNeeds {
         RouteNeeds {
             key,

@@ -104,6 +104,34 @@ impl RouteKey {
         }
     }
 
+    /// The default key of a build whose context the daemon fetches: the
+    /// URL names the repository (and the ref in its fragment).
+    pub fn for_remote(
+        url: &str,
+        dockerfile: &str,
+        target: Option<&str>,
+        platform: Option<&str>,
+    ) -> RouteKey {
+        let (place, fragment) = match url.split_once('#') {
+            Some((p, f)) => (p, Some(f)),
+            None => (url, None),
+        };
+        // A query may carry a token: it names no other repository.
+        let place = place.split_once('?').map_or(place, |(p, _)| p);
+        let mut repo = normalize_remote(place);
+        if let Some(f) = fragment {
+            repo = format!("{repo}#{f}");
+        }
+        RouteKey {
+            key: format!(
+                "{repo}:{dockerfile}:{}:{}",
+                target.unwrap_or(""),
+                platform.unwrap_or("")
+            ),
+            source: "the context's URL".into(),
+        }
+    }
+
     /// The session's shared key: the daemon keeps one synced copy of each
     /// local directory per shared key, so builds with the same route key
     /// (whatever machine or directory they run in) send only what changed
@@ -393,6 +421,26 @@ mod tests {
             &none,
         );
         assert_eq!(in_worktree.key, git.key);
+    }
+
+    #[test]
+    fn a_remote_context_is_named_by_its_url_without_credentials() {
+        let k = RouteKey::for_remote(
+            "https://user:tok3n@GitHub.com/o/r.git?access_token=s3cret#main:sub",
+            "Dockerfile",
+            Some("t"),
+            None,
+        );
+        assert_eq!(k.key, "github.com/o/r#main:sub:Dockerfile:t:");
+        assert!(!k.key.contains("tok3n") && !k.key.contains("s3cret"));
+        // Over ssh, the same repository and ref give the same key.
+        let ssh = RouteKey::for_remote(
+            "git@github.com:o/r.git#main:sub",
+            "Dockerfile",
+            Some("t"),
+            None,
+        );
+        assert_eq!(ssh.key, k.key);
     }
 
     #[test]
