@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bkd::route::{rendezvous, Endpoint, RouteKey};
+use bkd::route::{rendezvous, Endpoint};
 use bkd::transport::Address;
 use common::fleet::*;
 use common::spawn::{processes_matching, wait_for};
@@ -90,79 +90,261 @@ fn key_first_on(endpoints: &[Endpoint], first: &str, tag: &str) -> String {
         .expect("a key for each endpoint")
 }
 
+/// How a workload's builds choose their daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The whole pool given to bkd, each build routed by its default key.
+    Sticky,
+    /// One daemon picked at random and given alone, as a plain load
+    /// balancer in front of the pool would.
+    Random,
+}
+
+/// One build of the routing workload.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub repo: String,
+    /// The daemon's index in its fleet.
+    pub daemon: usize,
+    pub ran_slow_step: bool,
+    /// Dockerfile steps, and how many of them came from the cache.
+    pub steps: usize,
+    pub cached: usize,
+    pub wall: Duration,
+}
+
+/// Dockerfile steps in plain progress output (not the frontend's
+/// `[internal]` loads): (steps, cached).
+fn step_counts(run: &Run) -> (usize, usize) {
+    let err = run.stderr();
+    let ids: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with('#') && !l.contains(" [internal] "))
+        .filter(|l| {
+            l.split_once(" [")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .is_some_and(|(stage, _)| stage.rsplit(' ').next().is_some_and(|n| n.contains('/')))
+        })
+        .filter_map(|l| l.split(' ').next())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let cached = ids
+        .iter()
+        .filter(|id| err.lines().any(|l| l == format!("{id} CACHED")))
+        .count();
+    (ids.len(), cached)
+}
+
+/// A repository's BUILDKITE_REPO, as an agent's checkout sets it.
+fn buildkite_repo(repo: &str) -> String {
+    format!("git@{}.git", repo.replacen('/', ":", 1))
+}
+
+/// One build of `repo` from a fresh checkout, on the daemon of `fleet`
+/// that `choice` gives (`pick` for random choice). It must succeed.
+fn one_build(fleet: &Fleet, choice: Choice, repo: &str, slow: &str, pick: usize) -> Built {
+    let dir = checkout(repo, slow);
+    let addr = match choice {
+        Choice::Sticky => fleet.addr_list(),
+        Choice::Random => fleet.daemons[pick].addr.clone(),
+    };
+    let mut args = strings(&["build", "--addr", &addr, "--progress", "plain"]);
+    args.extend(fleet.tls_flags());
+    args.push(".".into());
+    let started = Instant::now();
+    let run = fleet.bkd(
+        &args,
+        dir.path(),
+        &[
+            ("BUILDKITE_REPO", &buildkite_repo(repo)),
+            (
+                "BUILDKITE_BUILD_CHECKOUT_PATH",
+                &dir.path().display().to_string(),
+            ),
+        ],
+    );
+    let wall = started.elapsed();
+    run.assert_ok();
+    let daemon = match choice {
+        Choice::Sticky => {
+            let to = routed_to(&run);
+            fleet
+                .daemons
+                .iter()
+                .position(|d| d.addr == to)
+                .unwrap_or_else(|| panic!("routed to {to}, not a daemon of the pool"))
+        }
+        Choice::Random => pick,
+    };
+    let (steps, cached) = step_counts(&run);
+    Built {
+        repo: repo.to_string(),
+        daemon,
+        ran_slow_step: ran_slow_step(&run),
+        steps,
+        cached,
+        wall,
+    }
+}
+
+/// The same workload under sticky routing and random choice, side by
+/// side: two fresh fleets of `daemons`, the builds interleaved (the
+/// order of each pair alternating) so both see the same machine load.
+/// `rng` shuffles the order and makes the random picks.
+pub fn sticky_against_random(
+    repos: &[&str],
+    per_repo: usize,
+    daemons: usize,
+    slow: &str,
+    rng: &mut impl rand::Rng,
+) -> Comparison {
+    let sticky_fleet = Fleet::start(daemons);
+    let random_fleet = Fleet::start(daemons);
+    let mut order: Vec<&str> = repos
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(*r, per_repo))
+        .collect();
+    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), rng);
+    let started = Instant::now();
+    let (mut sticky, mut random) = (Vec::new(), Vec::new());
+    for (n, repo) in order.iter().enumerate() {
+        let pick = rng.random_range(0..daemons);
+        let mut pair = [Choice::Sticky, Choice::Random];
+        if n % 2 == 1 {
+            pair.reverse();
+        }
+        for choice in pair {
+            match choice {
+                Choice::Sticky => sticky.push(one_build(&sticky_fleet, choice, repo, slow, pick)),
+                Choice::Random => random.push(one_build(&random_fleet, choice, repo, slow, pick)),
+            }
+        }
+    }
+    let wall = started.elapsed();
+    // The daemons' own history agrees: each build ran once, where it was
+    // sent, and none failed.
+    for (fleet, built) in [(&sticky_fleet, &sticky), (&random_fleet, &random)] {
+        for i in 0..daemons {
+            let records = fleet.histories(i);
+            let here = built.iter().filter(|b| b.daemon == i).count();
+            assert_eq!(records.len(), here, "{}", fleet.daemons[i].addr);
+            for r in &records {
+                assert!(r["record"].get("error").is_none(), "a failed build: {r}");
+            }
+        }
+    }
+    Comparison {
+        sticky,
+        random,
+        wall,
+        sticky_addrs: sticky_fleet
+            .daemons
+            .iter()
+            .map(|d| d.addr.clone())
+            .collect(),
+    }
+}
+
+/// The two sides of [`sticky_against_random`].
+pub struct Comparison {
+    pub sticky: Vec<Built>,
+    pub random: Vec<Built>,
+    /// Both sides, interleaved.
+    pub wall: Duration,
+    /// The sticky fleet's addresses, in order.
+    pub sticky_addrs: Vec<String>,
+}
+
+/// Builds that ran the slow step.
+pub fn reruns(built: &[Built]) -> usize {
+    built.iter().filter(|b| b.ran_slow_step).count()
+}
+
+/// The re-runs a daemon's cache allows: the first build of each
+/// repository on each daemon, and no other.
+fn first_visits(built: &[Built]) -> Vec<bool> {
+    let mut seen = std::collections::BTreeSet::new();
+    built
+        .iter()
+        .map(|b| seen.insert((b.repo.clone(), b.daemon)))
+        .collect()
+}
+
 #[test]
-fn builds_of_one_repository_stick_to_one_daemon_and_run_the_slow_step_once() {
-    let fleet = Fleet::start(3);
+fn sticky_routing_reruns_the_slow_step_at_most_half_as_often_as_random_choice() {
+    use rand::SeedableRng;
     let repos = [
         "github.com/org/api",
         "github.com/org/web",
         "github.com/org/worker",
         "github.com/org/cli",
+        "github.com/org/docs",
     ];
-    // Three builds of each, in an order no daemon could have guessed.
-    let mut order: Vec<&str> = repos.iter().flat_map(|r| [*r; 3]).collect();
-    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rand::rng());
-    let mut runs = Vec::new();
-    for repo in &order {
-        let dir = checkout(repo, "sleep 1");
-        let mut args = strings(&["build", "--addr", &fleet.addr_list(), "--progress", "plain"]);
-        args.extend(fleet.tls_flags());
-        args.push(".".into());
-        let run = fleet.bkd(
-            &args,
-            dir.path(),
-            &[
-                (
-                    "BUILDKITE_REPO",
-                    &format!("git@{}.git", repo.replacen('/', ":", 1)),
-                ),
-                (
-                    "BUILDKITE_BUILD_CHECKOUT_PATH",
-                    &dir.path().display().to_string(),
-                ),
-            ],
-        );
-        run.assert_ok();
-        runs.push((repo.to_string(), routed_to(&run), ran_slow_step(&run)));
-    }
-    // Each repository went where rendezvous hashing of its default key
-    // (repository from BUILDKITE_REPO, Dockerfile path in the checkout,
-    // no target or platform) puts it: not merely to one daemon.
-    let endpoints = fixed(
-        &fleet
-            .daemons
-            .iter()
-            .map(|d| d.addr.clone())
-            .collect::<Vec<_>>(),
+    // A fixed seed: the shuffled order and the random picks are the same in
+    // every run (random choice re-runs 13 of 20 with it), so the bound is
+    // tested, not the luck of the draw.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let Comparison {
+        sticky,
+        random,
+        sticky_addrs,
+        ..
+    } = sticky_against_random(&repos, 4, 3, "sleep 1", &mut rng);
+    let show = |b: &[Built]| {
+        b.iter()
+            .map(|b| {
+                format!(
+                    "{}@{}{}",
+                    b.repo,
+                    b.daemon,
+                    if b.ran_slow_step { " ran" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "sticky re-ran the slow step in {} of {} builds, random choice in {}",
+        reruns(&sticky),
+        sticky.len(),
+        reruns(&random)
     );
-    for repo in repos {
-        let key = RouteKey::given(&format!("{repo}:Dockerfile::"));
-        let expected = rendezvous::order(&key.key, &endpoints)[0].id.clone();
-        assert!(
-            runs.iter().filter(|r| r.0 == repo).all(|r| r.1 == expected),
-            "{repo} should go to {expected}: {runs:?}"
-        );
+    // The bound of the measurement: sticky routing re-runs the slow step at
+    // most half as often as random choice does.
+    assert!(
+        2 * reruns(&sticky) <= reruns(&random),
+        "sticky re-ran {} of {}, random {}:\nsticky: {}\nrandom: {}",
+        reruns(&sticky),
+        sticky.len(),
+        reruns(&random),
+        show(&sticky),
+        show(&random)
+    );
+    // Under both, a step re-ran exactly where a daemon had not built that
+    // repository before: the cache is per daemon, and reached from fresh
+    // checkouts.
+    for built in [&sticky, &random] {
+        let ran: Vec<bool> = built.iter().map(|b| b.ran_slow_step).collect();
+        assert_eq!(ran, first_visits(built), "{}", show(built));
     }
-    for repo in repos {
-        let of_repo: Vec<&(String, String, bool)> = runs.iter().filter(|r| r.0 == repo).collect();
-        let daemons: std::collections::BTreeSet<&str> =
-            of_repo.iter().map(|r| r.1.as_str()).collect();
-        assert_eq!(daemons.len(), 1, "{repo} went to {daemons:?}: {runs:?}");
-        let ran: Vec<bool> = of_repo.iter().map(|r| r.2).collect();
+    assert_eq!(reruns(&sticky), repos.len(), "{}", show(&sticky));
+    // Each repository went where rendezvous hashing of its default key
+    // (repository from BUILDKITE_REPO, the Dockerfile's path in the
+    // checkout, no target or platform) puts it: not merely to one daemon.
+    let endpoints = fixed(&sticky_addrs);
+    for b in &sticky {
+        let key = format!("{}:Dockerfile::", b.repo);
+        let expected = &rendezvous::order(&key, &endpoints)[0].id;
         assert_eq!(
-            ran,
-            [true, false, false],
-            "{repo}: the slow step ran {ran:?}"
+            &sticky_addrs[b.daemon],
+            expected,
+            "{}: {}",
+            b.repo,
+            show(&sticky)
         );
+        assert_eq!(b.steps, 3, "{b:?}");
     }
-    // The daemons' own history agrees: 12 builds, each where bkd said.
-    let mut recorded = 0;
-    for (i, d) in fleet.daemons.iter().enumerate() {
-        let here = runs.iter().filter(|r| r.1 == d.addr).count();
-        assert_eq!(fleet.histories(i).len(), here, "{}", d.addr);
-        recorded += here;
-    }
-    assert_eq!(recorded, order.len());
 }
 
 #[test]
@@ -756,4 +938,182 @@ fn four_concurrent_daemonless_builds_on_one_state_dir_take_slots_and_find_them_w
         );
     }
     unmount_below(root.path());
+}
+
+/// The machine, as bench/results.md names it.
+fn machine() -> String {
+    let text = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse().ok()))
+        .unwrap_or(0);
+    format!(
+        "{} cores ({cpu}), {:.1} GiB RAM, kernel {}, {}, bkd {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        mem_kib as f64 / 1048576.0,
+        text("uname", &["-r"]),
+        text("buildkitd", &["--version"]),
+        text(
+            "git",
+            &[
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD"
+            ]
+        ),
+    )
+}
+
+/// A measurement's section: to the file `BKD_BENCH_OUT` names (which
+/// scripts/bench-pool.sh appends to bench/results.md), and to stdout.
+fn record_section(title: &str, body: &str) {
+    let now = text_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let section = format!("\n## {now}: {title}\n\nMachine: {}.\n\n{body}", machine());
+    println!("{section}");
+    if let Ok(path) = std::env::var("BKD_BENCH_OUT") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("BKD_BENCH_OUT");
+        f.write_all(section.as_bytes()).expect("write the section");
+    }
+}
+
+fn text_of(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn median_secs(built: &[Built]) -> f64 {
+    let mut v: Vec<f64> = built.iter().map(|b| b.wall.as_secs_f64()).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The routing measurement (scripts/bench-pool.sh): 30 builds of 5
+/// repositories, each with a 5 s RUN step, from fresh checkouts in random
+/// order, under sticky routing and random choice side by side on two
+/// fleets of 3 daemons. Not in the default suite (about 4 minutes).
+#[test]
+#[ignore = "a measurement: scripts/bench-pool.sh"]
+fn measure_sticky_against_random_routing() {
+    use rand::SeedableRng;
+    let repos = [
+        "github.com/org/api",
+        "github.com/org/web",
+        "github.com/org/worker",
+        "github.com/org/cli",
+        "github.com/org/docs",
+    ];
+    let seed: u64 = std::env::var("BKD_BENCH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let c = sticky_against_random(&repos, 6, 3, "sleep 5", &mut rng);
+    let total = |b: &[Built]| b.iter().map(|b| b.wall.as_secs_f64()).sum::<f64>();
+    let steps = |b: &[Built]| b.iter().map(|b| b.steps).sum::<usize>();
+    let cached = |b: &[Built]| b.iter().map(|b| b.cached).sum::<usize>();
+    let (s, r) = (&c.sticky, &c.random);
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "-".into()
+        }
+    };
+    let mut body = format!(
+        "30 builds of 5 repositories (`FROM scratch`, COPY busybox, COPY a source file, a RUN \
+         step of `sleep 5`), each from a fresh checkout directory with BUILDKITE_REPO set, in \
+         one shuffled order (seed {seed}); two fleets of 3 mTLS buildkitds on loopback \
+         (tests/common/fleet.rs), one per side, the builds interleaved pairwise. Sticky: \
+         `--addr` with the whole pool, the default route key. Random: one daemon picked \
+         uniformly and given alone. `cargo test --release --test pool -- --ignored \
+         measure_sticky_against_random_routing`.\n\n\
+         | metric | sticky | random | sticky/random |\n|---|---:|---:|---:|\n"
+    );
+    let rows: [(&str, f64, f64, bool); 6] = [
+        ("builds", s.len() as f64, r.len() as f64, false),
+        (
+            "builds that re-ran the slow step",
+            reruns(s) as f64,
+            reruns(r) as f64,
+            true,
+        ),
+        (
+            "slow step cached, ratio of builds",
+            (s.len() - reruns(s)) as f64 / s.len() as f64,
+            (r.len() - reruns(r)) as f64 / r.len() as f64,
+            true,
+        ),
+        (
+            "Dockerfile steps cached, ratio",
+            cached(s) as f64 / steps(s).max(1) as f64,
+            cached(r) as f64 / steps(r).max(1) as f64,
+            true,
+        ),
+        ("total wall of the builds, s", total(s), total(r), true),
+        ("median build wall, s", median_secs(s), median_secs(r), true),
+    ];
+    for (name, a, b, show_ratio) in rows {
+        let fmt = |v: f64| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        body.push_str(&format!(
+            "| {name} | {} | {} | {} |\n",
+            fmt(a),
+            fmt(b),
+            if show_ratio {
+                ratio(a, b)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let bound = 2 * reruns(s) <= reruns(r);
+    body.push_str(&format!(
+        "\nBoth sides interleaved took {:.1} s. Sticky re-ran the slow step in {} builds, \
+         random choice in {}: the bound (sticky at most half of random) {}.\n",
+        c.wall.as_secs_f64(),
+        reruns(s),
+        reruns(r),
+        if bound { "holds" } else { "does NOT hold" }
+    ));
+    record_section("pool routing, sticky against random choice", &body);
+    assert!(bound, "{body}");
 }
