@@ -1117,3 +1117,171 @@ fn measure_sticky_against_random_routing() {
     record_section("pool routing, sticky against random choice", &body);
     assert!(bound, "{body}");
 }
+
+/// Deterministic bytes that do not compress: `len` of them for `seed`.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The warm-transfer measurement (scripts/bench-pool.sh): the 575 MB,
+/// 20,005-file context of benches/compare.rs built once, then from a new
+/// directory (another pod's checkout of the same repository, 10 files
+/// changed) with the default route key, and from a third directory under
+/// a key of its own, which is what a key per directory (bkd before pools)
+/// gives a new checkout. Bytes from bkd's own transfer account.
+#[test]
+#[ignore = "a measurement: scripts/bench-pool.sh"]
+fn measure_warm_transfer_of_the_575_mb_context() {
+    let daemon = PrivateDaemon::start();
+    let top = tempfile::Builder::new()
+        .prefix("bkd-warm-")
+        .tempdir_in("/var/tmp")
+        .expect("work dir");
+    let a = top.path().join("agent-a");
+    std::fs::create_dir(&a).expect("mkdir");
+    std::fs::copy("/bin/busybox", a.join("busybox")).expect("busybox");
+    write(
+        &a,
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n\
+         RUN --mount=type=bind,target=/ctx [\"/bin/busybox\",\"sh\",\"-c\",\"/bin/busybox du -sm /ctx\"]\n",
+    );
+    for d in 0..200u64 {
+        for f in 0..100u64 {
+            let n = d * 100 + f;
+            let len = 1 + (n * 2654435761 % 4096) as usize;
+            write_bytes(&a.join(format!("d{d:03}/f{f:03}")), &noise(n, len));
+        }
+    }
+    let block = noise(7, 1 << 20);
+    for b in 0..4u64 {
+        let path = a.join(format!("big/blob{b}"));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let mut f = std::fs::File::create(&path).expect("blob");
+        for i in 0..128u64 {
+            use std::io::Write;
+            let mut chunk = block.clone();
+            chunk[..16].copy_from_slice(&[
+                (b as u8),
+                (i as u8),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+            ]);
+            f.write_all(&chunk).expect("write blob");
+        }
+    }
+    let repo = format!("git@example.com:org/big-{}.git", nonce());
+    let build = |dir: &Path, extra: &[&str]| -> (Run, Duration) {
+        let checkout = dir.display().to_string();
+        let mut args = vec!["build", "--addr", &daemon.addr, "--progress", "plain"];
+        args.extend_from_slice(extra);
+        args.push(".");
+        let started = Instant::now();
+        let r = run(
+            env!("CARGO_BIN_EXE_bkd"),
+            &args,
+            dir,
+            &[
+                ("BKD_LOG", "bkd=debug"),
+                ("BUILDKITE_REPO", &repo),
+                ("BUILDKITE_BUILD_CHECKOUT_PATH", &checkout),
+            ],
+        );
+        let wall = started.elapsed();
+        r.assert_ok();
+        (r, wall)
+    };
+    let copy_changed = |to: &Path| {
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&a)
+            .arg(to)
+            .status()
+            .expect("cp -a");
+        assert!(cp.success());
+        for i in 0..10u64 {
+            let name = format!("d{:03}/f{:03}", i * 20, i * 7);
+            write_bytes(&to.join(name), &noise(900_000 + i, 1000 + i as usize));
+        }
+    };
+    let (cold, cold_wall) = build(&a, &[]);
+    let total: u64 = walk_bytes(&a);
+    let b = top.path().join("agent-b");
+    copy_changed(&b);
+    let (warm, warm_wall) = build(&b, &[]);
+    let c = top.path().join("agent-c");
+    copy_changed(&c);
+    let own_key = format!("directory-{}", nonce());
+    let (fresh, fresh_wall) = build(&c, &["--route-key", &own_key]);
+    let rows = [
+        ("first build (empty daemon)", context_sent(&cold), cold_wall),
+        (
+            "new checkout, 10 files changed, default key",
+            context_sent(&warm),
+            warm_wall,
+        ),
+        (
+            "new checkout, 10 files changed, a key of its own",
+            context_sent(&fresh),
+            fresh_wall,
+        ),
+    ];
+    let mut body = format!(
+        "The 575 MB context of `context-cold` ({} bytes in 20,006 files: 20,000 of 1 B-4 KiB, \
+         4 of 128 MiB, busybox and the Dockerfile), its RUN bind-mounting the context so the \
+         daemon needs all of it; one run of each build, in this order. A private buildkitd; bkd with BUILDKITE_REPO set, the bytes \
+         and files from bkd's own transfer account (debug log). \"A key of its own\" is what a \
+         shared key per directory, bkd's before pools, gives a new checkout. `cargo test \
+         --release --test pool -- --ignored measure_warm_transfer_of_the_575_mb_context`.\n\n\
+         | build | files sent | bytes sent | wall s |\n|---|---:|---:|---:|\n",
+        total
+    );
+    for (name, (files, bytes), wall) in &rows {
+        body.push_str(&format!(
+            "| {name} | {files} | {bytes} | {:.2} |\n",
+            wall.as_secs_f64()
+        ));
+    }
+    record_section("pool warm context transfer, 575 MB", &body);
+    assert_eq!(context_sent(&warm).0, 10, "{body}");
+    assert!(context_sent(&fresh).0 > 20_000, "{body}");
+}
+
+/// Bytes of the regular files under `dir`.
+fn walk_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let e = e.expect("entry");
+            let meta = e.metadata().expect("metadata");
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
