@@ -749,6 +749,58 @@ fn a_build_moves_to_the_next_daemon_only_if_no_step_had_started() {
     );
 }
 
+#[test]
+fn prefer_idle_passes_a_daemon_running_a_build_for_the_next_idle_one() {
+    let fleet = Fleet::start(3);
+    let list: Vec<String> = fleet.daemons.iter().map(|d| d.addr.clone()).collect();
+    let endpoints = fixed(&list);
+    let key = key_first_on(&endpoints, &list[0], "idle");
+    let second = rendezvous::order(&key, &endpoints)[1].id.clone();
+    let pool_args = |extra: &[&str]| {
+        let mut args = strings(&["build", "--addr", &list.join(","), "--route-key", &key]);
+        args.extend(fleet.tls_flags());
+        args.extend(strings(extra));
+        args.push(".".into());
+        args
+    };
+    // A build whose step runs for a while on the key's first daemon.
+    let marker = format!("sleep 9.{}3", std::process::id() % 1000);
+    let busy_dir = checkout("github.com/org/busy", &marker);
+    let busy = Background::start(&fleet, &pool_args(&[]), busy_dir.path());
+    let running = wait_for(Duration::from_secs(60), || {
+        !processes_matching(&marker).is_empty()
+    });
+    assert!(running, "the step never started:\n{}", busy.stderr());
+
+    let dir = checkout("github.com/org/other", "true");
+    // Pure stickiness: the busy daemon all the same.
+    let sticky = fleet.bkd(&pool_args(&[]), dir.path(), &[]);
+    sticky.assert_ok();
+    assert_eq!(routed_to(&sticky), list[0], "{}", sticky.explain());
+    // --prefer-idle 2: the first is busy, so the key's second daemon.
+    let idle = fleet.bkd(&pool_args(&["--prefer-idle", "2"]), dir.path(), &[]);
+    idle.assert_ok();
+    assert_eq!(routed_to(&idle), second, "{}", idle.explain());
+    assert!(
+        idle.stderr().contains(&format!(
+            "bkd: route: {} (1st for this key) is running 1 build(s); trying the next (--prefer-idle)",
+            list[0]
+        )),
+        "{}",
+        idle.explain()
+    );
+    busy.finish(Duration::from_secs(120)).assert_ok();
+    // Once it is idle again, the first daemon is taken.
+    let after = fleet.bkd(&pool_args(&["--prefer-idle", "2"]), dir.path(), &[]);
+    after.assert_ok();
+    assert_eq!(routed_to(&after), list[0], "{}", after.explain());
+    assert!(
+        !after.stderr().contains("is running"),
+        "{}",
+        after.explain()
+    );
+}
+
 /// The context transfer's own account in bkd's debug log: (files, bytes).
 fn context_sent(run: &Run) -> (u64, u64) {
     let stderr = run.stderr();
