@@ -154,8 +154,16 @@ impl Display for Watched {
         self.inner.update(update);
     }
 
+    fn refresh(&mut self) {
+        self.inner.refresh();
+    }
+
     fn finish(&mut self) {
         self.inner.finish();
+    }
+
+    fn error_sources(&mut self, sources: &[crate::progress::ErrorSource]) {
+        self.inner.error_sources(sources);
     }
 
     fn summary(&mut self, end: &BuildEnd) {
