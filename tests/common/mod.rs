@@ -54,11 +54,18 @@ fn need(bin: &str) {
     assert!(found, "{bin} not found on PATH: run scripts/setup.sh first (the integration tests need the real test bed)");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+/// `N` distinct free ports on 127.0.0.1: the listeners are held until all
+/// are chosen, so two calls in a row cannot be handed the same port.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1"))
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .map(|a| a.port())
+            .expect("a bound port")
+    })
 }
 
 extern "C" fn stop_all() {
@@ -113,17 +120,24 @@ fn start() -> TestBed {
         libc::atexit(stop_all);
     }
 
-    let registry = start_registry(&dir, "registry", None, &REGISTRY_PID);
+    let [registry_port, auth_port, tls_port] = free_ports::<3>();
+    let registry = start_registry(&dir, "registry", registry_port, None, &REGISTRY_PID);
     let htpasswd = dir.join("htpasswd");
     let hash = Command::new("htpasswd")
         .args(["-Bbn", AUTH_USER, AUTH_PASSWORD])
         .output()
         .expect("htpasswd (package apache2-utils): run scripts/setup.sh");
     std::fs::write(&htpasswd, &hash.stdout).expect("htpasswd file");
-    let auth_registry = start_registry(&dir, "auth-registry", Some(&htpasswd), &AUTH_REGISTRY_PID);
+    let auth_registry = start_registry(
+        &dir,
+        "auth-registry",
+        auth_port,
+        Some(&htpasswd),
+        &AUTH_REGISTRY_PID,
+    );
     let tls_dir = dir.join("tls");
     make_certs(&tls_dir);
-    let tls_addr = format!("tcp://127.0.0.1:{}", free_port());
+    let tls_addr = format!("tcp://127.0.0.1:{tls_port}");
     let socket = dir.join("buildkitd.sock");
     let addr = format!("unix://{}", socket.display());
     let config = dir.join("buildkitd.toml");
@@ -173,8 +187,14 @@ fn start() -> TestBed {
 /// Starts a registry on a free port, optionally behind basic auth. Reaped
 /// by `stop_all` at process exit, by pid.
 #[allow(clippy::zombie_processes)]
-fn start_registry(dir: &Path, name: &str, htpasswd: Option<&Path>, pid: &AtomicI32) -> String {
-    let addr = format!("127.0.0.1:{}", free_port());
+fn start_registry(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    htpasswd: Option<&Path>,
+    pid: &AtomicI32,
+) -> String {
+    let addr = format!("127.0.0.1:{port}");
     let child = spawn_registry(dir, name, &addr, htpasswd);
     pid.store(child.id() as i32, Ordering::SeqCst);
     addr
