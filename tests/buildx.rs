@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -334,6 +334,14 @@ fn free_port() -> u16 {
 /// A child process killed and reaped on drop.
 struct Served(std::process::Child);
 
+fn git_exec_path() -> PathBuf {
+    let out = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git (package git): run scripts/setup.sh");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -389,9 +397,10 @@ fn git_and_http_contexts_are_fetched_by_the_daemon() {
 
     let port = free_port();
     let _daemon = Served(
-        Command::new("git")
+        // git-daemon itself, not `git daemon`: killing the `git` wrapper
+        // would leave the server running.
+        Command::new(git_exec_path().join("git-daemon"))
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--export-all",
                 "--listen=127.0.0.1",
