@@ -617,40 +617,34 @@ fn progress_variables_in_order() {
         all.push(".");
         let r = bkd_clean(&all, ctx.path(), env);
         r.assert_ok();
-        if r.stderr().contains("#1 [internal] load build definition") {
+        let mode = if r.stderr().contains("#1 [internal] load build definition") {
             "plain"
         } else if r.stderr().lines().all(|l| l.starts_with('{')) {
             "rawjson"
         } else {
             "quiet"
-        }
+        };
+        // The run itself goes with the answer, for the assertion's message.
+        (mode, r.explain())
     };
-    assert_eq!(
-        quiet_or_plain(&[("BUILDKIT_PROGRESS", "quiet")], &[]),
-        "quiet"
+    let (mode, run) = quiet_or_plain(&[("BUILDKIT_PROGRESS", "quiet")], &[]);
+    assert_eq!(mode, "quiet", "{run}");
+    let (mode, run) = quiet_or_plain(
+        &[("BUILDKIT_PROGRESS", "quiet"), ("BKD_PROGRESS", "plain")],
+        &[],
     );
-    assert_eq!(
-        quiet_or_plain(
-            &[("BUILDKIT_PROGRESS", "quiet"), ("BKD_PROGRESS", "plain")],
-            &[]
-        ),
-        "plain"
+    assert_eq!(mode, "plain", "{run}");
+    let (mode, run) = quiet_or_plain(
+        &[("BUILDKIT_PROGRESS", "quiet"), ("BKD_PROGRESS", "plain")],
+        &["--progress=rawjson"],
     );
-    assert_eq!(
-        quiet_or_plain(
-            &[("BUILDKIT_PROGRESS", "quiet"), ("BKD_PROGRESS", "plain")],
-            &["--progress=rawjson"]
-        ),
-        "rawjson"
-    );
+    assert_eq!(mode, "rawjson", "{run}");
     // Inside Buildkite too, an explicit variable wins over auto.
-    assert_eq!(
-        quiet_or_plain(
-            &[("BUILDKITE", "true"), ("BUILDKIT_PROGRESS", "plain")],
-            &[]
-        ),
-        "plain"
+    let (mode, run) = quiet_or_plain(
+        &[("BUILDKITE", "true"), ("BUILDKIT_PROGRESS", "plain")],
+        &[],
     );
+    assert_eq!(mode, "plain", "{run}");
     let r = bkd_clean(
         &["build", "."],
         ctx.path(),

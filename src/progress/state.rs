@@ -250,11 +250,27 @@ impl Step {
     }
 
     fn add_interval(&mut self, start: SystemTime, stop: Option<SystemTime>) {
-        self.intervals.insert(start, stop);
+        record_run(&mut self.intervals, start, stop);
         self.merged = merge_intervals(self.intervals.iter().map(|(s, e)| Interval {
             start: *s,
             stop: *e,
         }));
+    }
+}
+
+/// Records the run that began at `start`: a later stop extends it, but a
+/// snapshot without one (the daemon may send an older view of a vertex
+/// after the finished one) never reopens it, as in the reference's fold.
+fn record_run(
+    runs: &mut BTreeMap<SystemTime, Option<SystemTime>>,
+    start: SystemTime,
+    stop: Option<SystemTime>,
+) {
+    let known = runs.entry(start).or_insert(stop);
+    if let Some(stop) = stop {
+        if known.is_none_or(|k| k < stop) {
+            *known = Some(stop);
+        }
     }
 }
 
@@ -469,7 +485,7 @@ impl BuildState {
         let mut error = String::new();
         for m in members.values() {
             if let Some(start) = m.started {
-                step.intervals.insert(start, m.completed);
+                record_run(&mut step.intervals, start, m.completed);
                 if !m.progress_group.as_ref().is_some_and(|g| g.weak) {
                     step.hidden = false;
                 }
@@ -691,6 +707,18 @@ mod tests {
         let c = s.update(&msg(vec![member("m", false, at(20), at(50))]));
         assert_eq!(c.finished, vec![g]);
         assert_eq!(s.progress(), (1, 1));
+    }
+
+    #[test]
+    fn a_stale_snapshot_does_not_reopen_a_finished_run() {
+        let mut s = BuildState::default();
+        s.update(&msg(vec![vertex("a", at(10), at(20))]));
+        let c = s.update(&msg(vec![vertex("a", at(10), None)]));
+        let i = s.step_of("a").expect("step");
+        assert!(s.step(i).is_done(), "{c:?}");
+        assert_eq!(s.step(i).last_interval().and_then(|r| r.stop), at(20));
+        s.update(&msg(vec![vertex("a", at(10), at(30))]));
+        assert_eq!(s.step(i).last_interval().and_then(|r| r.stop), at(30));
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub fn parse(stderr: &str, nonce: &str) -> Output {
             out.error = Some(e.to_string());
             continue;
         }
+        if line.starts_with("warning: ") {
+            // bkd's own notice before the build (no output given, as buildx
+            // says it): not part of the progress stream being compared.
+            continue;
+        }
         let Some(c) = line_re.captures(line) else {
             at_block_start = false;
             continue;
