@@ -370,7 +370,13 @@ impl BuildState {
                         i
                     }
                 };
-                if let Some(m) = self.steps[i].members.as_mut() {
+                let group = &mut self.steps[i];
+                // Each snapshot's run counts, not only a member's latest:
+                // one message can finish a run and start the next.
+                if let Some(start) = v.started {
+                    record_run(&mut group.intervals, start, v.completed);
+                }
+                if let Some(m) = group.members.as_mut() {
                     m.insert(v.digest.clone(), v.clone());
                 }
                 self.by_digest.insert(v.digest.clone(), i);
@@ -719,6 +725,28 @@ mod tests {
         assert_eq!(s.step(i).last_interval().and_then(|r| r.stop), at(20));
         s.update(&msg(vec![vertex("a", at(10), at(30))]));
         assert_eq!(s.step(i).last_interval().and_then(|r| r.stop), at(30));
+    }
+
+    /// A member that finishes a run and starts another in one message
+    /// (a COPY --link merge during the export) leaves its group finished
+    /// once the second run ends.
+    #[test]
+    fn a_group_member_run_finished_and_restarted_in_one_message_counts() {
+        let member = |started, completed| Vertex {
+            progress_group: Some(ProgressGroup {
+                id: "g".into(),
+                name: "group".into(),
+                weak: false,
+            }),
+            ..vertex("m", started, completed)
+        };
+        let mut s = BuildState::default();
+        s.update(&msg(vec![member(at(10), None)]));
+        s.update(&msg(vec![member(at(10), at(20)), member(at(21), None)]));
+        let g = s.step_of("m").expect("group");
+        assert!(s.step(g).is_running());
+        s.update(&msg(vec![member(at(21), at(30))]));
+        assert!(s.step(g).is_done(), "{:?}", s.step(g).intervals());
     }
 
     #[test]
