@@ -21,7 +21,7 @@ need_root() {
 install_packages() {
   local pkgs=(runc rootlesskit uidmap docker-registry busybox-static slirp4netns
               iproute2 procps util-linux time openssh-client openssl apache2-utils
-              mmdebstrap binutils libcap2-bin)
+              mmdebstrap binutils libcap2-bin git)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -83,6 +83,13 @@ install_seccomp_profile() {
   rm -rf "$tmp"
 }
 
+# The differential tests build tests/differential/oracle, a small Go program
+# around the .dockerignore matcher buildctl uses (moby/patternmatcher), with
+# the module cache only; make sure the module is in it.
+fetch_reference_matcher() {
+  (cd "$here/tests/differential/oracle" && GOTOOLCHAIN=local go mod download)
+}
+
 create_test_user() {
   if ! id "$TEST_USER" >/dev/null 2>&1; then
     log "creating unprivileged test user $TEST_USER"
@@ -100,10 +107,23 @@ build_bkd() {
   (cd "$here" && cargo build --release --locked --all-targets 2>&1 | tail -n 3 >&2)
 }
 
+# bkd on PATH, with its manual pages and bash completion, so the README's
+# quick start runs as written.
+install_bkd() {
+  local man=/usr/local/share/man/man1 completions=/usr/local/share/bash-completion/completions
+  install -m 0755 "$here/target/release/bkd" "$PREFIX/bkd"
+  mkdir -p "$man" "$completions"
+  "$PREFIX/bkd" man >"$man/bkd.1"
+  "$PREFIX/bkd" man build >"$man/bkd-build.1"
+  "$PREFIX/bkd" completion bash >"$completions/bkd"
+}
+
 need_root
 install_packages
 install_buildkit
 install_seccomp_profile
+fetch_reference_matcher
 create_test_user
 build_bkd
-log "done: buildkitd $(installed_buildkit_version), bkd at $here/target/release/bkd"
+install_bkd
+log "done: buildkitd $(installed_buildkit_version), bkd $("$PREFIX/bkd" --version | awk 'NR == 1 {print $2}') at $PREFIX/bkd"

@@ -34,6 +34,21 @@ pub fn escape_path(path: &Path) -> String {
     escape_bytes(path.as_os_str().as_bytes())
 }
 
+/// Text shown as it reads (a step's name, a Dockerfile line), with only
+/// what could break the line made visible: newlines, carriage returns and
+/// other control characters as in [`escape_str`]. Backslashes and tabs
+/// stay, so the text matches its source and what buildctl prints.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '\t' => out.push(c),
+            c => push_char(&mut out, c),
+        }
+    }
+    out
+}
+
 fn push_char(out: &mut String, c: char) {
     match c {
         '\\' => out.push_str("\\\\"),
@@ -75,6 +90,14 @@ mod tests {
         assert_eq!(
             out,
             "x\\nerror: injected fake line (exit 0)\\r\\n+++ group\\u{2028}::set-output"
+        );
+    }
+
+    #[test]
+    fn shown_text_keeps_backslashes_and_tabs() {
+        assert_eq!(
+            escape_controls("RUN printf 'a\\n'\t|\n+++ x\r\u{1b}[2J"),
+            "RUN printf 'a\\n'\t|\\n+++ x\\r\\u{1b}[2J"
         );
     }
 

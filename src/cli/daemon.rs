@@ -398,6 +398,120 @@ pub struct DaemonNeeds {
     /// Registries to reach over plain HTTP; only a spawned daemon can be
     /// configured that way.
     pub insecure_registries: Vec<String>,
+    /// Mirrors, CAs and step log limits for the daemon bkd starts.
+    pub config: SpawnedConfig,
+    /// Entitlements the build asks for (`--allow`): granted to the daemon
+    /// bkd starts.
+    pub entitlements: Vec<String>,
+}
+
+/// Settings of the daemon bkd starts, from `bkd build`'s flags.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Spawned daemon (when no --addr is given)")]
+pub struct SpawnedDaemonArgs {
+    /// Pull REGISTRY's images through MIRROR: REGISTRY=MIRROR, e.g. docker.io=mirror.example.com (repeatable)
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=MIRROR")]
+    pub registry_mirrors: Vec<String>,
+
+    /// Trust the CA certificate in FILE for REGISTRY: REGISTRY=FILE (repeatable)
+    #[arg(long = "registry-ca", value_name = "REGISTRY=FILE")]
+    pub registry_cas: Vec<String>,
+
+    /// Most bytes of output kept per build step, e.g. 10m; -1 for no limit [buildkitd's default: 2m]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub step_log_max_size: Option<String>,
+
+    /// Most bytes of output per second kept per build step, e.g. 1m; -1 for no limit [buildkitd's default: 200k]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub step_log_max_speed: Option<String>,
+}
+
+/// [`SpawnedDaemonArgs`], checked.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnedConfig {
+    pub mirrors: Vec<(String, String)>,
+    pub cas: Vec<(String, PathBuf)>,
+    /// buildkitd's environment for the step log limits.
+    pub env: Vec<(String, String)>,
+}
+
+impl SpawnedDaemonArgs {
+    /// Checks the values (a CA file must be readable now).
+    pub fn resolve(&self) -> Result<SpawnedConfig> {
+        let mut config = SpawnedConfig::default();
+        for m in &self.registry_mirrors {
+            config
+                .mirrors
+                .push(daemon::config::parse_mirror(m).map_err(Error::Usage)?);
+        }
+        for c in &self.registry_cas {
+            config
+                .cas
+                .push(daemon::config::parse_ca(c).map_err(Error::Input)?);
+        }
+        for (flag, value, var) in [
+            (
+                "--step-log-max-size",
+                &self.step_log_max_size,
+                STEP_LOG_MAX_SIZE,
+            ),
+            (
+                "--step-log-max-speed",
+                &self.step_log_max_speed,
+                STEP_LOG_MAX_SPEED,
+            ),
+        ] {
+            if let Some(v) = value {
+                config.env.push((var.to_string(), step_log_limit(flag, v)?));
+            }
+        }
+        Ok(config)
+    }
+}
+
+const STEP_LOG_MAX_SIZE: &str = "BUILDKIT_STEP_LOG_MAX_SIZE";
+const STEP_LOG_MAX_SPEED: &str = "BUILDKIT_STEP_LOG_MAX_SPEED";
+
+/// A step log limit as buildkitd reads it: bytes that fit in 32 bits, or
+/// -1 for none.
+fn step_log_limit(flag: &str, value: &str) -> Result<String> {
+    if value.trim() == "-1" {
+        return Ok("-1".into());
+    }
+    super::buildx::parse_mem_bytes(value)
+        .filter(|b| *b <= i32::MAX as u64)
+        .map(|b| b.to_string())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "invalid {flag} {:?}: expected a size below 2g such as 10m, or -1 for no limit",
+                crate::text::escape_str(value)
+            ))
+        })
+}
+
+/// The entitlements buildkitd grants only when started with
+/// `--allow-insecure-entitlement`.
+const DAEMON_ENTITLEMENTS: &[&str] = &["network.host", "security.insecure", "device"];
+
+/// The daemon flags that grant what the build asks for and the flags do
+/// not grant already.
+fn entitlement_flags(wanted: &[String], flags: &[String]) -> Vec<String> {
+    let granted = |name: &str| {
+        flags
+            .windows(2)
+            .any(|w| w[0] == "--allow-insecure-entitlement" && w[1] == name)
+            || flags
+                .iter()
+                .any(|f| f == &format!("--allow-insecure-entitlement={name}"))
+    };
+    let mut out: Vec<String> = Vec::new();
+    for w in wanted {
+        let name = w.split_once('=').map_or(w.as_str(), |(n, _)| n);
+        if DAEMON_ENTITLEMENTS.contains(&name) && !granted(name) && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 /// Runs `job` on the daemon this command uses. With `--addr` that daemon is
@@ -433,6 +547,7 @@ where
                  add [registry.\"{host}\"] http = true to that daemon's buildkitd.toml"
             )));
         }
+        refuse_spawned_config(&needs.config)?;
         if let Some(secs) = args_timeout(global) {
             interruptible(&mut signals, wait_for_listener(addr, secs)).await?;
         }
@@ -442,7 +557,18 @@ where
             .map_err(with_advice);
     }
     let args = &global.daemon;
-    let flags = daemon_flags(args)?;
+    let mut flags = daemon_flags(args)?;
+    let grants = entitlement_flags(&needs.entitlements, &flags);
+    if !grants.is_empty() {
+        eprintln!(
+            "bkd: granting {} to the buildkitd bkd starts (--allow-insecure-entitlement), as --allow asks",
+            grants.join(", ")
+        );
+        for g in grants {
+            flags.push("--allow-insecure-entitlement".into());
+            flags.push(g);
+        }
+    }
     let (buildkitd, rootlesskit) = binaries();
     let (probes, decision) = choose_with(args, &flags, &buildkitd, &rootlesskit);
     let decision = decision.map_err(Error::Input)?;
@@ -463,7 +589,12 @@ where
         stop_timeout: Duration::from_secs(args.stop_timeout),
         echo_log: global.debug,
         log_file: args.daemon_log.clone(),
-        insecure_registries: needs.insecure_registries.clone(),
+        registries: daemon::config::Registries {
+            insecure: needs.insecure_registries.clone(),
+            mirrors: needs.config.mirrors.clone(),
+            cas: needs.config.cas.clone(),
+        },
+        env: needs.config.env.clone(),
     };
     let mut spawned = spawn(&plan, &mut signals, global.debug).await?;
     let mut result = on_spawned(&spawned, &mut signals, &mut job).await;
@@ -490,9 +621,69 @@ where
     result.map_err(with_advice)
 }
 
+/// Mirrors, CAs and step log limits configure the daemon bkd starts; a
+/// daemon behind `--addr` has its own configuration, so say what to set
+/// there.
+fn refuse_spawned_config(config: &SpawnedConfig) -> Result<()> {
+    use crate::text::{escape_path, escape_str};
+    if let Some((host, mirror)) = config.mirrors.first() {
+        return Err(Error::Usage(format!(
+            "--registry-mirror configures the buildkitd bkd starts; with --addr add \
+             [registry.\"{}\"] mirrors = [\"{}\"] to that daemon's buildkitd.toml",
+            escape_str(host),
+            escape_str(mirror)
+        )));
+    }
+    if let Some((host, ca)) = config.cas.first() {
+        return Err(Error::Usage(format!(
+            "--registry-ca configures the buildkitd bkd starts; with --addr add \
+             [registry.\"{}\"] ca = [\"{}\"] to that daemon's buildkitd.toml",
+            escape_str(host),
+            escape_path(ca)
+        )));
+    }
+    if let Some((var, value)) = config.env.first() {
+        return Err(Error::Usage(format!(
+            "the step log limits configure the buildkitd bkd starts; with --addr start that \
+             daemon with {var}={value} in its environment"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entitlements_are_granted_once_and_only_when_missing() {
+        let wanted: Vec<String> = ["network.host", "security.insecure", "network.host", "other"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            entitlement_flags(&wanted, &[]),
+            ["network.host", "security.insecure"]
+        );
+        let flags: Vec<String> = ["--allow-insecure-entitlement", "network.host"]
+            .map(String::from)
+            .into();
+        assert_eq!(entitlement_flags(&wanted, &flags), ["security.insecure"]);
+        let flags = vec!["--allow-insecure-entitlement=security.insecure".to_string()];
+        assert_eq!(entitlement_flags(&wanted, &flags), ["network.host"]);
+        assert_eq!(
+            entitlement_flags(&["device=/dev/kvm".to_string()], &[]),
+            ["device"]
+        );
+    }
+
+    #[test]
+    fn step_log_limits_fit_buildkitd() {
+        assert_eq!(step_log_limit("f", "10m").expect("size"), "10485760");
+        assert_eq!(step_log_limit("f", "-1").expect("none"), "-1");
+        assert_eq!(step_log_limit("f", "4096").expect("bytes"), "4096");
+        assert!(step_log_limit("f", "3g").is_err());
+        assert!(step_log_limit("f", "lots").is_err());
+    }
 
     #[test]
     fn retries_map_to_the_scripts_wait() {

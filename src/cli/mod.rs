@@ -3,13 +3,20 @@
 
 pub mod build;
 pub mod buildctl;
+pub mod buildx;
 pub mod cache;
+pub mod call;
+pub mod ci;
 pub mod daemon;
 pub mod doctor;
+pub mod inputs;
+pub mod manual;
 pub mod output;
 pub mod progress;
+pub mod reference;
 pub mod secret;
 pub mod ssh;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 
@@ -87,6 +94,16 @@ pub enum Command {
     Debug(DebugCommand),
     /// Check what this environment allows and which mode bkd would use
     Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of bkd, or of one command: bkd man build | man -l -
+    Man {
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
     /// Run a buildctl command line as buildctl-daemonless.sh does (`bkd daemonless build --frontend dockerfile.v0 ...`)
     #[command(disable_help_flag = true)]
     Daemonless {
@@ -103,7 +120,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
     /// List the daemon's workers (a readiness check)
-    Workers,
+    Workers(workers::WorkersArgs),
 }
 
 impl GlobalArgs {
@@ -303,17 +320,33 @@ pub async fn run(invocation: Invocation) -> Result<()> {
         Invocation::Buildctl(cli) => return buildctl::run(cli).await,
     };
     if cli.global.version {
-        println!("{}", version_report());
-        return Ok(());
+        return print_stdout(&format!("{}\n", version_report()));
     }
     match cli.command {
         Some(Command::Build(args)) => build::run(&cli.global, *args).await,
-        Some(Command::Debug(DebugCommand::Workers)) => workers(&cli.global).await,
+        Some(Command::Debug(DebugCommand::Workers(args))) => workers::run(&cli.global, &args).await,
         Some(Command::Doctor) => doctor::run(&cli.global).await,
+        Some(Command::Completion { shell }) => manual::completion(shell),
+        Some(Command::Man { command }) => manual::man(command.as_deref()),
         Some(Command::Daemonless { .. }) | None => Err(Error::Usage(
             "a command is required (see bkd --help)".into(),
         )),
     }
+}
+
+/// Data on stdout; a reader that went away is an output error, not a
+/// panic.
+pub(crate) fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            Error::OutputWrite(format!(
+                "cannot write to stdout: {}",
+                crate::error::io_reason(&e)
+            ))
+        })
 }
 
 /// `bkd --version`: bkd's version, then the buildkitd bkd would spawn.
@@ -332,27 +365,6 @@ fn version_report() -> String {
     };
     format!("bkd {}\n{daemon_line}", env!("CARGO_PKG_VERSION"))
 }
-
-pub(crate) async fn workers(global: &GlobalArgs) -> Result<()> {
-    let workers =
-        daemon::run_on_daemon(
-            global,
-            &Default::default(),
-            |d| async move { d.workers().await },
-        )
-        .await?;
-    println!("{:<30}\tPLATFORMS", "ID");
-    for w in workers {
-        println!("{:<30}\t{}", w.id, w.platforms.join(","));
-        if global.debug {
-            for (k, v) in &w.labels {
-                println!("  {k}={v}");
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

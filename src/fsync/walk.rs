@@ -18,7 +18,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::dirfd::{is_dir, is_symlink, Dir, Stat as Stat64, PATH_MAX};
-use super::patterns::{clean_path, MatchInfo, PatternMatcher};
+use super::patterns::{clean_path, filepath_match, MatchInfo, PatternError, PatternMatcher};
 use super::stat::{make_stat, MODE_DIR, MODE_SYMLINK};
 use crate::proto::fsutil::types::Stat;
 use crate::text::escape_bytes;
@@ -34,8 +34,12 @@ pub struct Filter {
 /// Why a walk stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
-    #[error(transparent)]
-    Pattern(#[from] super::patterns::PatternError),
+    /// A pattern of the context's ignore file (exclude patterns).
+    #[error(".dockerignore: {0}")]
+    ExcludePattern(PatternError),
+    /// A pattern the daemon asked for (include patterns, follow paths).
+    #[error("include patterns: {0}")]
+    IncludePattern(PatternError),
     #[error("cannot read {path}: {reason}")]
     Io { path: String, reason: String },
     /// The kernel takes paths below this length only, and the daemon has
@@ -107,12 +111,12 @@ impl Matchers {
         let include = if include_patterns.is_empty() {
             None
         } else {
-            Some(PatternMatcher::new(&include_patterns)?)
+            Some(PatternMatcher::new(&include_patterns).map_err(WalkError::IncludePattern)?)
         };
         let exclude = if filter.exclude_patterns.is_empty() {
             None
         } else {
-            Some(PatternMatcher::new(&filter.exclude_patterns)?)
+            Some(PatternMatcher::new(&filter.exclude_patterns).map_err(WalkError::ExcludePattern)?)
         };
         let only_prefix_includes = include.as_ref().is_none_or(|m| {
             m.patterns()
@@ -142,29 +146,33 @@ impl Matchers {
         is_dir: bool,
         parent_include: &MatchInfo,
         parent_exclude: &MatchInfo,
-    ) -> (Verdict, MatchInfo, MatchInfo) {
+    ) -> Result<(Verdict, MatchInfo, MatchInfo), WalkError> {
         let mut skip = false;
         let mut include_info = MatchInfo::default();
         let mut exclude_info = MatchInfo::default();
         if let Some(include) = &self.include {
-            let (hit, info) = include.matches_using_parent(rel, parent_include);
+            let (hit, info) = include
+                .matches_using_parent(rel, parent_include)
+                .map_err(WalkError::IncludePattern)?;
             include_info = info;
             if !hit {
                 if is_dir && self.only_prefix_includes && !could_contain(include, rel, false) {
-                    return (Verdict::Skip, include_info, exclude_info);
+                    return Ok((Verdict::Skip, include_info, exclude_info));
                 }
                 skip = true;
             }
         }
         if let Some(exclude) = &self.exclude {
-            let (hit, info) = exclude.matches_using_parent(rel, parent_exclude);
+            let (hit, info) = exclude
+                .matches_using_parent(rel, parent_exclude)
+                .map_err(WalkError::ExcludePattern)?;
             exclude_info = info;
             if hit {
                 if is_dir
                     && self.only_prefix_exclude_exceptions
                     && (!exclude.has_exclusions() || !could_contain(exclude, rel, true))
                 {
-                    return (Verdict::Skip, include_info, exclude_info);
+                    return Ok((Verdict::Skip, include_info, exclude_info));
                 }
                 skip = true;
             }
@@ -174,7 +182,7 @@ impl Matchers {
             (true, true) => Verdict::Walk,
             (true, false) => Verdict::Skip,
         };
-        (verdict, include_info, exclude_info)
+        Ok((verdict, include_info, exclude_info))
     }
 }
 
@@ -194,9 +202,10 @@ fn could_contain(matcher: &PatternMatcher, dir: &[u8], exclusions: bool) -> bool
 }
 
 /// Whether a name matches a follow path's last component, which may hold
-/// wildcards.
-fn matches_name(pattern: &str, name: &[u8]) -> Result<bool, WalkError> {
-    Ok(PatternMatcher::new(&[pattern])?.matches_or_parent_matches(name))
+/// wildcards: Go's `filepath.Match`, as fsutil uses, a malformed pattern
+/// matching nothing.
+fn matches_name(pattern: &str, name: &[u8]) -> bool {
+    filepath_match(pattern.as_bytes(), name).unwrap_or(false)
 }
 
 /// One directory being walked.
@@ -275,7 +284,7 @@ where
         };
         let entry_is_dir = is_dir(&st);
         let (verdict, include, exclude) =
-            matchers.judge(&rel, entry_is_dir, &frame.include, &frame.exclude);
+            matchers.judge(&rel, entry_is_dir, &frame.include, &frame.exclude)?;
         let pending_at = match verdict {
             Verdict::Skip => continue,
             Verdict::Send => {
@@ -552,7 +561,7 @@ fn read_symlink(
         names.sort();
         let mut out = Vec::new();
         for name in names {
-            if !matches_name(base, &name)? {
+            if !matches_name(base, &name) {
                 continue;
             }
             let Ok(name) = String::from_utf8(name) else {
