@@ -316,6 +316,13 @@ fn settle(warm: Option<&Path>) {
     read_all(dir);
 }
 
+/// Dirty pages written back and the page cache dropped: the next run reads
+/// its files from the disk.
+fn drop_caches() {
+    let _ = Command::new("sync").status();
+    let _ = fs::write("/proc/sys/vm/drop_caches", b"3");
+}
+
 /// Deterministic filler bytes (xorshift), so files differ from each other.
 fn fill(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -397,6 +404,45 @@ fn many_small(dir: &Path) {
     }
 }
 
+/// A monorepo: 100 packages, each with 100 source files and a
+/// node_modules tree of 900 files in 30 directories, all of ~1 KiB, and a
+/// .dockerignore excluding every node_modules: 90% of 100,000 files are
+/// excluded, and the walk must find them in every package.
+fn monorepo(dir: &Path) {
+    with_busybox(dir, BIND_DOCKERFILE);
+    write_file(&dir.join(".dockerignore"), b"**/node_modules\n");
+    for p in 0..100u64 {
+        let pkg = dir.join(format!("packages/p{p:02}"));
+        for f in 0..100u64 {
+            let n = p * 1000 + f;
+            write_file(&pkg.join(format!("src/f{f:03}.js")), &fill(n, 1024));
+        }
+        for m in 0..30u64 {
+            for f in 0..30u64 {
+                let n = 1_000_000 + p * 1000 + m * 30 + f;
+                write_file(
+                    &pkg.join(format!("node_modules/m{m:02}/lib/f{f:02}.js")),
+                    &fill(n, 1024),
+                );
+            }
+        }
+    }
+}
+
+/// One file of 5 GiB (a model or data file), written in pieces so the
+/// harness never holds more than one.
+fn single_large(dir: &Path) {
+    use std::io::Write as _;
+    with_busybox(dir, BIND_DOCKERFILE);
+    let path = dir.join("data.bin");
+    let mut f =
+        fs::File::create(&path).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    for piece in 0..80u64 {
+        f.write_all(&fill(7_000_000 + piece, 64 << 20))
+            .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    }
+}
+
 /// The client command for `tool` building `ctx` on `addr` (a shared daemon).
 fn client(
     tool: Tool,
@@ -469,6 +515,18 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "many-small",
         about: "100,000 files of 100 bytes, first upload",
+    },
+    Workload {
+        name: "monorepo",
+        about: "100,000 files of 1 KiB in 100 packages, .dockerignore **/node_modules excluding 90%",
+    },
+    Workload {
+        name: "cold-cache",
+        about: "the context-cold context with the page cache dropped before each run (files read from disk)",
+    },
+    Workload {
+        name: "single-5g",
+        about: "one 5 GiB file, first upload (at most 3 runs per tool)",
     },
     Workload {
         name: "export-tar",
@@ -641,7 +699,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             let floor: Vec<f64> = (0..o.runs)
                 .map(|_| {
                     settle(Some(&ctx));
-                    pipe_floor(&ctx)
+                    pipe_floor(&ctx, &[])
                 })
                 .collect();
             extras.push((
@@ -651,6 +709,65 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             daemon.prune();
             settle(Some(&ctx));
             extras.extend(diagnose(daemon, &ctx, &logs, name));
+            result
+        }
+        "monorepo" | "cold-cache" | "single-5g" => {
+            let (ctx, runs) = match name {
+                "monorepo" => {
+                    let ctx = o.dir.join(name);
+                    generate(&ctx, monorepo);
+                    (ctx, o.runs)
+                }
+                "cold-cache" => {
+                    let ctx = o.dir.join("context-cold");
+                    generate(&ctx, big_context);
+                    (ctx, o.runs)
+                }
+                _ => {
+                    let ctx = o.dir.join(name);
+                    generate(&ctx, single_large);
+                    (ctx, o.runs.min(3))
+                }
+            };
+            let cold = name == "cold-cache";
+            let result = alternate(runs, |t, i| {
+                daemon.prune();
+                if cold {
+                    drop_caches();
+                } else {
+                    settle(Some(&ctx));
+                }
+                on_daemon(
+                    daemon,
+                    &mut client(t, &daemon.addr, &ctx, &[], &[]),
+                    &log(t, i),
+                )
+            });
+            if name != "single-5g" {
+                let floor: Vec<f64> = (0..runs)
+                    .map(|_| {
+                        if cold {
+                            drop_caches();
+                        } else {
+                            settle(Some(&ctx));
+                        }
+                        // The files the daemon is sent.
+                        pipe_floor(
+                            &ctx,
+                            if name == "monorepo" {
+                                &["node_modules"]
+                            } else {
+                                &[]
+                            },
+                        )
+                    })
+                    .collect();
+                extras.push((
+                    "tar of the same files into a pipe, tar CPU s",
+                    median(floor),
+                ));
+            }
+            daemon.prune();
             result
         }
         "context-incremental" => {
@@ -745,7 +862,7 @@ fn upload_then_change(daemon: &Daemon, tool: Tool, ctx: &Path, log: &Path, seed:
 /// The sending side's floor: CPU of `tar` reading the same files and
 /// writing them into a pipe (to `cat`, so tar cannot tell the output is
 /// discarded and skip reading).
-fn pipe_floor(ctx: &Path) -> f64 {
+fn pipe_floor(ctx: &Path, exclude: &[&str]) -> f64 {
     let mut sink = Command::new("cat")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -756,7 +873,11 @@ fn pipe_floor(ctx: &Path) -> f64 {
     };
     let (s, ok) = {
         let mut tar = Command::new("tar");
-        tar.arg("cf").arg("-").arg("-C").arg(ctx).arg(".");
+        tar.arg("cf").arg("-");
+        for e in exclude {
+            tar.arg(format!("--exclude={e}"));
+        }
+        tar.arg("-C").arg(ctx).arg(".");
         tar.stdout(pipe);
         measure_to(&mut tar, None)
         // The command holds the pipe's write end until it is dropped here;
