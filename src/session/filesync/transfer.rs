@@ -35,6 +35,10 @@ const SMALL_MAX: u64 = 64 << 10;
 const GATHER: usize = 64 << 10;
 /// Threads reading files whose content is not in the page cache.
 const READERS: usize = 4;
+/// Files handed to the reader threads and not sent yet, each holding an
+/// open descriptor: no more are opened beyond this (a context of many files
+/// not in the page cache would otherwise run out of descriptors).
+const HANDED_MAX: u64 = 64;
 
 /// A file handed to a reader thread, opened, with what was sent of it.
 struct Job {
@@ -84,6 +88,9 @@ pub struct Transfer {
     asked: VecDeque<(u32, Offer)>,
     sending: Option<Sending>,
     jobs: Option<std::sync::mpsc::Sender<Job>>,
+    /// Files handed to the reader threads, and how many of them they sent.
+    handed: u64,
+    handed_done: u64,
     /// Frames ready to go, and the one being gathered.
     ready: VecDeque<Bytes>,
     gathering: BytesMut,
@@ -253,6 +260,8 @@ impl Transfer {
             asked: VecDeque::new(),
             sending: None,
             jobs: None,
+            handed: 0,
+            handed_done: 0,
             ready: VecDeque::new(),
             gathering: BytesMut::new(),
             walk_done: false,
@@ -311,6 +320,7 @@ impl Transfer {
         }
         self.account.bytes += taken.bytes;
         self.account.files += taken.files;
+        self.handed_done += taken.files;
         if let Some(message) = taken.failure {
             return Err(message);
         }
@@ -361,6 +371,8 @@ impl Transfer {
         while self.gathering.len() < GATHER && self.ready.is_empty() {
             let mut s = match self.sending.take() {
                 Some(s) => s,
+                // The readers' next hand-over wakes the transfer.
+                None if self.handed - self.handed_done >= HANDED_MAX => return Ok(()),
                 None => match self.next_file()? {
                     Some(s) => s,
                     None => return Ok(()),
@@ -423,6 +435,7 @@ impl Transfer {
                 self.jobs.insert(tx)
             }
         };
+        self.handed += 1;
         jobs.send(Job {
             id: s.id,
             offer: s.offer,
