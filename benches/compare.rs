@@ -92,8 +92,16 @@ fn options() -> Options {
     o
 }
 
+/// The shared daemon, stopped by [`fail`] too (an exit runs no destructor).
+static DAEMON_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 fn fail(msg: &str) -> ! {
     eprintln!("bench: {msg}");
+    let pid = DAEMON_PID.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
     std::process::exit(2)
 }
 
@@ -110,10 +118,15 @@ fn measure(cmd: &mut Command, log: &Path) -> (Sample, bool) {
 
 /// The harness's own resident memory now, in MB (VmRSS).
 fn own_rss_mb() -> f64 {
+    own_status_mb("VmRSS:")
+}
+
+/// A memory figure of the harness's own status, in MB.
+fn own_status_mb(field: &str) -> f64 {
     fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
@@ -243,6 +256,7 @@ impl Daemon {
                     "cannot start buildkitd: {e} (run scripts/setup.sh)"
                 ))
             });
+        DAEMON_PID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
         let d = Daemon { child, addr };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.buildctl(&["debug", "workers"]) {
@@ -279,6 +293,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        DAEMON_PID.store(0, std::sync::atomic::Ordering::SeqCst);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
@@ -567,6 +582,17 @@ fn alternate(
             );
             // A figure at the harness's own level is the harness's, not
             // the client's.
+            // Equal to the harness's own peak is what a child charged the
+            // parent's peak at exec (vfork) reads.
+            let harness_peak = own_status_mb("VmHWM:");
+            if harness_peak > s.harness_rss_mb * 1.5 && (s.rss_mb - harness_peak).abs() < 0.1 {
+                fail(&format!(
+                    "{} run {i}: peak RSS {:.1} MB equals the harness's own peak; \
+                     the figure would not be the client's",
+                    t.name(),
+                    s.rss_mb
+                ));
+            }
             if s.rss_mb <= s.harness_rss_mb * 1.1 {
                 fail(&format!(
                     "{} run {i}: peak RSS {:.1} MB is no more than the harness's own {:.1} MB; \
