@@ -194,16 +194,15 @@ pub fn binaries() -> (String, String) {
 pub fn choose(args: &DaemonArgs) -> Result<(Probes, Result<probe::Decision, String>)> {
     let flags = daemon_flags(args)?;
     let (buildkitd, rootlesskit) = binaries();
-    Ok(choose_with(args, &flags, &buildkitd, &rootlesskit))
+    let probes = Probes::gather(&RealHost, &buildkitd, &rootlesskit);
+    Ok(decide_with(args, &flags, probes))
 }
 
-fn choose_with(
+fn decide_with(
     args: &DaemonArgs,
     flags: &[String],
-    buildkitd: &str,
-    rootlesskit: &str,
+    probes: Probes,
 ) -> (Probes, Result<probe::Decision, String>) {
-    let probes = Probes::gather(&RealHost, buildkitd, rootlesskit);
     let mut request = args.mode;
     if request == ModeRequest::Auto
         && probes.uid != 0
@@ -570,7 +569,8 @@ where
         }
     }
     let (buildkitd, rootlesskit) = binaries();
-    let (probes, decision) = choose_with(args, &flags, &buildkitd, &rootlesskit);
+    let probes = Probes::gather_to_start(&RealHost, &buildkitd, &rootlesskit);
+    let (probes, decision) = decide_with(args, &flags, probes);
     let decision = decision.map_err(Error::Input)?;
     if let Some(why) = &decision.downgrade {
         eprintln!("{}", probe::downgrade_warning(why));
