@@ -236,7 +236,7 @@ impl BuildctlGlobal {
                     .ok_or_else(|| {
                         Error::Input(format!(
                             "--tlsdir {}: neither {} nor {} found",
-                            dir.display(),
+                            crate::text::escape_path(dir),
                             names[0],
                             names[1]
                         ))

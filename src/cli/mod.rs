@@ -211,10 +211,16 @@ pub(crate) async fn workers(global: &GlobalArgs) -> Result<()> {
         .await?;
     println!("{:<30}\tPLATFORMS", "ID");
     for w in workers {
-        println!("{:<30}\t{}", w.id, w.platforms.join(","));
+        // What the daemon says, each kept to its line.
+        use crate::text::escape_str;
+        println!(
+            "{:<30}\t{}",
+            escape_str(&w.id),
+            escape_str(&w.platforms.join(","))
+        );
         if global.debug {
             for (k, v) in &w.labels {
-                println!("  {k}={v}");
+                println!("  {}={}", escape_str(k), escape_str(v));
             }
         }
     }

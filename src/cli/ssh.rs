@@ -68,7 +68,7 @@ pub fn agent_socket(spec: &SshSpec, auth_sock: Option<&OsStr>) -> Result<PathBuf
         let meta = std::fs::metadata(&path).map_err(|e| {
             format!(
                 "--ssh {id}: cannot use {}: {}",
-                path.display(),
+                crate::text::escape_path(&path),
                 io_reason(&e)
             )
         })?;
@@ -80,12 +80,12 @@ pub fn agent_socket(spec: &SshSpec, auth_sock: Option<&OsStr>) -> Result<PathBuf
         } else if meta.is_file() {
             return Err(format!(
                 "--ssh {id}: {} is a key file; key files are not supported yet: load the key into ssh-agent (ssh-add) and pass its socket",
-                path.display()
+                crate::text::escape_path(&path)
             ));
         } else {
             return Err(format!(
                 "--ssh {id}: {} is not an ssh agent socket",
-                path.display()
+                crate::text::escape_path(&path)
             ));
         }
     }
@@ -93,7 +93,7 @@ pub fn agent_socket(spec: &SshSpec, auth_sock: Option<&OsStr>) -> Result<PathBuf
     std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
         format!(
             "--ssh {id}: cannot connect to the ssh agent at {}: {}",
-            socket.display(),
+            crate::text::escape_path(&socket),
             io_reason(&e)
         )
     })?;

@@ -77,7 +77,10 @@ impl std::fmt::Debug for DockerConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read Docker config {path}: {reason}")]
+#[error(
+    "cannot read Docker config {}: {reason}",
+    crate::text::escape_path(path)
+)]
 pub struct ConfigError {
     pub path: PathBuf,
     pub reason: String,

@@ -543,13 +543,13 @@ fn open_for_send(path: &Path) -> Result<Option<std::fs::File>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(format!(
                 "{} vanished while the build context was being sent",
-                path.display()
+                crate::text::escape_path(path)
             ))
         }
         Err(e) => {
             return Err(format!(
                 "cannot read {}: {}",
-                path.display(),
+                crate::text::escape_path(path),
                 crate::error::io_reason(&e)
             ))
         }
@@ -573,14 +573,14 @@ fn next_chunk(
     let n = read_up_to(file, want, &mut chunk).map_err(|e| {
         format!(
             "cannot read {}: {}",
-            path.display(),
+            crate::text::escape_path(path),
             crate::error::io_reason(&e)
         )
     })?;
     if n == 0 {
         return Err(format!(
             "{} changed while the build context was being sent ({} bytes announced, {} read)",
-            path.display(),
+            crate::text::escape_path(path),
             size,
             size - remaining
         ));
