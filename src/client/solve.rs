@@ -17,9 +17,10 @@ use crate::proto::moby::buildkit::v1::{
 use crate::session::auth::DockerConfig;
 use crate::session::filesend::OutputTarget;
 use crate::session::filesync::LocalDirs;
-use crate::session::secrets::SecretValue;
+use crate::session::secrets::SecretSource;
 use crate::session::ssh::AgentSockets;
 use crate::session::{random_id, Session, SessionSpec};
+use crate::text::{escape_str, one_line};
 
 /// One exporter of the build.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +48,8 @@ pub struct BuildSpec {
     pub exports: Vec<ExportSpec>,
     pub cache_exports: Vec<CacheSpec>,
     pub cache_imports: Vec<CacheSpec>,
-    pub secrets: HashMap<String, SecretValue>,
+    /// Where each secret comes from; read when the build asks.
+    pub secrets: HashMap<String, SecretSource>,
     /// Agent sockets by ssh id, for `RUN --mount=type=ssh`.
     pub ssh: AgentSockets,
     pub docker_config: Arc<DockerConfig>,
@@ -163,6 +165,7 @@ pub async fn build(
         Err(e) => return (Err(e.into()), display),
     };
     let staged = session.staged_outputs();
+    let secrets = session.secrets();
 
     let mut status_client = daemon.control();
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
@@ -199,19 +202,33 @@ pub async fn build(
 
     let response = match solved {
         Ok(r) => r.into_inner(),
-        // A local write that failed is the cause; the daemon's error only
-        // echoes the broken transfer.
-        Err(status) => match staged.write_failure() {
-            Some(message) => return (Err(Error::OutputWrite(message)), display),
-            None => return (Err(solve_error(daemon.addr(), &status, logs)), display),
-        },
+        // A local write or secret read that failed is the cause; the
+        // daemon's error only echoes it.
+        Err(status) => {
+            if let Some(message) = staged.write_failure() {
+                return (Err(Error::OutputWrite(message)), display);
+            }
+            if let Some(message) = secrets.failure() {
+                return (Err(Error::Input(message)), display);
+            }
+            return (Err(solve_error(daemon.addr(), &status, logs)), display);
+        }
     };
     if let Err(e) = closed {
         tracing::debug!(error = %e, "session did not close cleanly");
     }
-    let written = match staged.commit() {
-        Ok(w) => w,
-        Err(e) => return (Err(e.into()), display),
+    // Off the async threads: a FIFO's reader sets the pace, and a signal
+    // must still end bkd meanwhile.
+    let committed = tokio::task::spawn_blocking(move || staged.commit()).await;
+    let written = match committed {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return (Err(e.into()), display),
+        Err(e) => {
+            return (
+                Err(Error::OutputWrite(format!("cannot write outputs: {e}"))),
+                display,
+            )
+        }
     };
     if let Err(e) = local_caches.record(&response.exporter_response) {
         return (Err(e), display);
@@ -285,12 +302,15 @@ fn solve_error(addr: &str, status: &tonic::Status, logs: LogTail) -> Error {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown if lost_connection(status) => {
             Error::Daemon(format!(
-                "lost the connection to buildkitd at {addr}: {}",
-                status.message()
+                "lost the connection to buildkitd at {}: {}",
+                escape_str(addr),
+                one_line(status.message())
             ))
         }
+        // The daemon's text is printed as one line: a name in it (or a
+        // daemon that is not to be trusted) cannot start a line of its own.
         _ => Error::BuildFailed {
-            message: format!("failed to solve: {}", status.message()),
+            message: format!("failed to solve: {}", one_line(status.message())),
             step_logs: logs.text,
         },
     }
