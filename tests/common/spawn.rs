@@ -183,7 +183,18 @@ pub fn bkd_as(who: As, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
 
 /// Starts bkd in the background with its output captured in files.
 pub fn start_bkd(who: As, args: &[&str], cwd: &Path, out_dir: &Path) -> Child {
-    let mut cmd = command(who, args, cwd, &[]);
+    start_bkd_env(who, args, cwd, out_dir, &[])
+}
+
+/// [`start_bkd`] with extra environment.
+pub fn start_bkd_env(
+    who: As,
+    args: &[&str],
+    cwd: &Path,
+    out_dir: &Path,
+    env: &[(&str, &str)],
+) -> Child {
+    let mut cmd = command(who, args, cwd, env);
     let stdout = std::fs::File::create(out_dir.join("stdout")).expect("stdout file");
     let stderr = std::fs::File::create(out_dir.join("stderr")).expect("stderr file");
     cmd.stdout(stdout).stderr(stderr);
@@ -236,4 +247,17 @@ pub fn bkd_pid(root_marker: &str) -> Option<i32> {
             cmd.starts_with(&bin) && !cmd.contains("__bkd-guard")
         })
         .find_map(|p| p.split(':').next()?.parse().ok())
+}
+
+/// Removes the daemon log bkd said it kept (`bkd: buildkitd log kept at
+/// PATH` or `full daemon log: PATH`), so the suite leaves nothing behind.
+pub fn remove_kept_log(stderr: &str) {
+    for line in stderr.lines() {
+        let path = line
+            .strip_prefix("bkd: buildkitd log kept at ")
+            .or_else(|| line.strip_prefix("full daemon log: "));
+        if let Some(path) = path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
