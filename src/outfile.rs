@@ -63,6 +63,7 @@ pub fn prepare(path: &Path) -> Result<Target, String> {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             check_dir(&parent_dir(path))?;
+            sweep_partials(&parent_dir(path));
             return Ok(Target::Replace(path.to_path_buf()));
         }
         Err(e) => return Err(crate::error::io_reason(&e)),

@@ -228,6 +228,9 @@ fn read_fifo(
 #[derive(Debug, Default, Clone)]
 pub struct SecretsService {
     sources: Arc<HashMap<String, SecretSource>>,
+    /// Values read from a FIFO: it gives them once, and several steps may
+    /// mount the same secret.
+    once: Arc<Mutex<HashMap<String, SecretValue>>>,
     failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -235,6 +238,7 @@ impl SecretsService {
     pub fn new(sources: HashMap<String, SecretSource>) -> Self {
         SecretsService {
             sources: Arc::new(sources),
+            once: Arc::default(),
             failure: Arc::default(),
         }
     }
@@ -263,10 +267,27 @@ impl Secrets for SecretsService {
                 escape_str(&id)
             )));
         };
-        let read_id = id.clone();
-        let value = tokio::task::spawn_blocking(move || source.read(&read_id))
-            .await
-            .map_err(|_| Status::internal("secret read failed"))?;
+        let kept = self.once.lock().ok().and_then(|m| m.get(&id).cloned());
+        let value = match kept {
+            Some(v) => Ok(v),
+            None => {
+                let read_id = id.clone();
+                let once = self.once.clone();
+                tokio::task::spawn_blocking(move || {
+                    let is_fifo = matches!(&source, SecretSource::File(p)
+                        if std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo()));
+                    let v = source.read(&read_id)?;
+                    if is_fifo {
+                        if let Ok(mut m) = once.lock() {
+                            m.insert(read_id, v.clone());
+                        }
+                    }
+                    Ok::<_, String>(v)
+                })
+                .await
+                .map_err(|_| Status::internal("secret read failed"))?
+            }
+        };
         match value {
             Ok(v) => {
                 tracing::debug!(id = %escape_str(&id), "secret read for the build");
