@@ -150,7 +150,10 @@ pub async fn build(
         .filter(|(_, e)| !super::oci_output::is_layout(e))
         .filter_map(|(i, e)| e.target.clone().map(|t| (i as u32, t)))
         .collect();
+    // The session's own steps ([auth] ...) join the daemon's in the display.
+    let (auth_progress, mut client_steps) = tokio::sync::mpsc::unbounded_channel();
     let session_spec = SessionSpec {
+        auth_progress: Some(auth_progress),
         id: session_id,
         shared_key: spec.shared_key,
         dirs: spec.locals,
@@ -182,7 +185,17 @@ pub async fn build(
                 return (display, logs);
             }
         };
-        follow_status(&mut stream, display.as_mut(), &mut logs, &mut done_rx).await;
+        follow_status(
+            &mut stream,
+            &mut client_steps,
+            display.as_mut(),
+            &mut logs,
+            &mut done_rx,
+        )
+        .await;
+        while let Ok(update) = client_steps.try_recv() {
+            display.update(&update);
+        }
         display.finish();
         (display, logs)
     });
@@ -253,6 +266,7 @@ pub async fn build(
 /// stream is read until it ends or stays quiet for [`STATUS_DRAIN`].
 async fn follow_status(
     stream: &mut tonic::Streaming<crate::proto::moby::buildkit::v1::StatusResponse>,
+    client: &mut tokio::sync::mpsc::UnboundedReceiver<crate::progress::Update>,
     display: &mut dyn Display,
     logs: &mut LogTail,
     done: &mut tokio::sync::watch::Receiver<bool>,
@@ -266,6 +280,10 @@ async fn follow_status(
         } else {
             tokio::select! {
                 n = stream.next() => n,
+                Some(update) = client.recv() => {
+                    display.update(&update);
+                    continue;
+                }
                 _ = done.changed() => continue,
             }
         };

@@ -10,6 +10,7 @@ pub mod filesync;
 pub mod health;
 pub mod secrets;
 pub mod ssh;
+pub mod token;
 pub mod tunnel;
 
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ pub struct SessionSpec {
     /// Client-side outputs by exporter index.
     pub outputs: HashMap<u32, OutputTarget>,
     pub docker_config: Arc<auth::DockerConfig>,
+    /// Where the auth service reports its `[auth]` steps.
+    pub auth_progress: Option<auth::AuthProgress>,
     pub secrets: HashMap<String, secrets::SecretSource>,
     pub ssh: ssh::AgentSockets,
     /// OCI layout directories the daemon reads and writes blobs in.
@@ -115,7 +118,7 @@ impl Session {
         let secrets = secrets::SecretsService::new(spec.secrets);
         let routes = Routes::new(health::server())
             .add_service(filesync::server(spec.dirs))
-            .add_service(auth::server(spec.docker_config))
+            .add_service(auth::server(spec.docker_config, spec.auth_progress))
             .add_service(secrets.server())
             .add_service(ssh::server(spec.ssh))
             .add_service(content::server(spec.content_stores))

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod spawn;
+pub mod token_registry;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -567,15 +568,24 @@ pub struct PrivateDaemon {
 
 impl PrivateDaemon {
     pub fn start() -> PrivateDaemon {
+        PrivateDaemon::start_with_config("")
+    }
+
+    /// A private daemon with this `buildkitd.toml` text.
+    pub fn start_with_config(config: &str) -> PrivateDaemon {
         let dir = tempfile::Builder::new()
             .prefix("bkd-private-daemon-")
             .tempdir()
             .expect("temp dir");
         let addr = format!("unix://{}", dir.path().join("buildkitd.sock").display());
         let log = std::fs::File::create(dir.path().join("buildkitd.log")).expect("log");
+        let config_path = dir.path().join("buildkitd.toml");
+        std::fs::write(&config_path, config).expect("buildkitd.toml");
         let child = Command::new("buildkitd")
             .arg("--root")
             .arg(dir.path().join("root"))
+            .arg("--config")
+            .arg(&config_path)
             .args(["--addr", &addr])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
