@@ -1,9 +1,10 @@
 //! A registry behind token auth, as Docker Hub and most hosted registries
 //! are: `docker-registry` configured for bearer tokens, and a token server
 //! of the test's own that signs them (ES256, with a certificate made by
-//! openssl for the registry to trust). The token server records who asked
-//! for a token and whether the request carried the password, so a test can
-//! tell the client's requests from the daemon's (by User-Agent).
+//! openssl for the registry to trust). The token server records which
+//! process asked for a token (found from the connection's socket) and
+//! whether the request carried the password, so a test can tell the
+//! client's requests from the daemon's.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +25,9 @@ const ISSUER: &str = "bkd-test-token-issuer";
 pub struct TokenRequestSeen {
     pub method: String,
     pub user_agent: String,
+    /// The name of the process that connected (`buildkitd`, `bkd`,
+    /// `buildctl`), found from its socket.
+    pub process: String,
     /// The password was in it (basic auth or the form).
     pub carried_password: bool,
     pub scopes: Vec<String>,
@@ -237,8 +241,41 @@ fn fields(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The command name of the process whose TCP socket has local port
+/// `port` on 127.0.0.1 (the peer of a connection accepted here).
+fn process_on_port(port: u16) -> String {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = f.get(1)?.rsplit(':').next()?;
+        (u16::from_str_radix(local_port, 16).ok()? == port)
+            .then(|| f.get(9).map(|s| s.to_string()))?
+    });
+    let Some(inode) = inode else {
+        return "unknown".into();
+    };
+    let target = format!("socket:[{inode}]");
+    for proc_entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target) {
+                return std::fs::read_to_string(proc_entry.path().join("comm"))
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_default();
+            }
+        }
+    }
+    "unknown".into()
+}
+
 fn serve(stream: TcpStream, seen: &Mutex<Vec<TokenRequestSeen>>, signer: &Signer) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let process = stream
+        .peer_addr()
+        .map(|a| process_on_port(a.port()))
+        .unwrap_or_default();
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
@@ -319,6 +356,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<TokenRequestSeen>>, signer: &Signer
             s.push(TokenRequestSeen {
                 method: method.clone(),
                 user_agent: agent,
+                process: process.clone(),
                 carried_password,
                 scopes: scopes.clone(),
                 status,
