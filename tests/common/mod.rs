@@ -70,6 +70,8 @@ extern "C" fn stop_all() {
         }
     }
     if let Some(dir) = BED_DIR.get() {
+        unmount_below(dir);
+        delete_runc_entries_below(dir);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -627,6 +629,29 @@ impl Drop for PrivateDaemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         unmount_below(self.dir.path());
+        delete_runc_entries_below(self.dir.path());
+    }
+}
+
+/// Deletes root's runc containers whose files lie below `dir` (a killed
+/// daemon leaves its steps' entries behind) once their processes are gone.
+pub fn delete_runc_entries_below(dir: &Path) {
+    let needle = format!("{}/", dir.display());
+    let Ok(entries) = std::fs::read_dir("/run/runc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let mentions =
+            std::fs::read_to_string(e.path().join("state.json")).is_ok_and(|s| s.contains(&needle));
+        if mentions {
+            let _ = Command::new("runc")
+                .arg("delete")
+                .arg("--force")
+                .arg(e.file_name())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -27,8 +27,15 @@ pub enum As {
 
 static BINARY_DIR: OnceLock<PathBuf> = OnceLock::new();
 
+extern "C" fn remove_binary_copy() {
+    if let Some(dir) = BINARY_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A copy of the bkd binary that the test user can execute, whatever the
-/// permissions of the checkout it was built in.
+/// permissions of the checkout it was built in; removed when the test
+/// process exits.
 pub fn bkd_binary() -> PathBuf {
     BINARY_DIR
         .get_or_init(|| {
@@ -37,6 +44,8 @@ pub fn bkd_binary() -> PathBuf {
                 .tempdir()
                 .expect("temp dir")
                 .keep();
+            // SAFETY: registering a plain extern "C" function.
+            unsafe { libc::atexit(remove_binary_copy) };
             let bin = dir.join("bkd");
             std::fs::copy(env!("CARGO_BIN_EXE_bkd"), &bin).expect("copy bkd");
             set_mode(&dir, 0o755);

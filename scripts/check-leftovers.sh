@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# What bkd and its test suite leave behind, checked around a run of the
+# suite. `snapshot FILE` records what is there before; `check FILE` lists
+# what appeared since and is still there, and fails if anything did:
+# bkd's runtime directories (/run/buildkit/bkd-*, $XDG_RUNTIME_DIR/buildkit,
+# the temp dir) other than ones a live bkd holds locked, temp dirs and files
+# of the tests (bkd-*), the daemon's temporary mounts, mounts and runc
+# containers under the temp dir, and bkd guardians still running.
+#
+# Run the suite with TMPDIR set to a directory of its own (as .ci/run does)
+# so that the check sees only this run's files, not those of other runs on
+# the same machine.
+set -euo pipefail
+
+tmp="${TMPDIR:-/tmp}"
+
+# A run directory whose lock (bkd.lock) is held belongs to a live bkd.
+live() {
+  [ -e "$1/bkd.lock" ] && ! flock -n "$1/bkd.lock" true 2>/dev/null
+}
+
+inventory() {
+  local d
+  for d in /run/buildkit/bkd-* "$tmp"/bkd-* "$tmp"/.bkd-* "$tmp"/buildkit-mount* \
+           "$tmp"/containerd-mount* /run/user/*/buildkit/bkd-*; do
+    [ -e "$d" ] || continue
+    live "$d" && continue
+    echo "path $d"
+  done
+  findmnt -rn -o TARGET 2>/dev/null | grep -F "$tmp/" | sed 's/^/mount /' || true
+  if command -v runc >/dev/null; then
+    runc list -q 2>/dev/null | while read -r id; do
+      if grep -qF "\"$tmp/" "/run/runc/$id/state.json" 2>/dev/null; then
+        echo "runc $id"
+      fi
+    done
+  fi
+  pgrep -a -f -- '__bkd-guard' 2>/dev/null | grep -F "$tmp/" | sed 's/^/process /' || true
+}
+
+case "${1:-}" in
+  snapshot)
+    inventory | sort >"$2"
+    ;;
+  check)
+    left="$(comm -13 "$2" <(inventory | sort))"
+    if [ -n "$left" ]; then
+      echo "check-leftovers: the test suite left these behind:" >&2
+      echo "$left" >&2
+      exit 1
+    fi
+    echo "check-leftovers: nothing left behind" >&2
+    ;;
+  *)
+    echo "usage: $0 snapshot FILE | check FILE" >&2
+    exit 2
+    ;;
+esac
