@@ -22,11 +22,15 @@ live() {
 inventory() {
   local d
   for d in /run/buildkit/bkd-* "$tmp"/bkd-* "$tmp"/.bkd-* "$tmp"/buildkit-mount* \
-           "$tmp"/containerd-mount* /run/user/*/buildkit/bkd-*; do
+           "$tmp"/containerd-mount* "$tmp"/.buildkit-* /run/user/*/buildkit/bkd-*; do
     [ -e "$d" ] || continue
     live "$d" && continue
     echo "path $d"
   done
+  if [ "$tmp" != /tmp ] && [ -d "$tmp" ]; then
+    # The suite's own temp dir: anything at all left in it.
+    find "$tmp" -mindepth 1 -maxdepth 1 | sed 's/^/path /'
+  fi
   findmnt -rn -o TARGET 2>/dev/null | grep -F "$tmp/" | sed 's/^/mount /' || true
   if command -v runc >/dev/null; then
     runc list -q 2>/dev/null | while read -r id; do

@@ -450,6 +450,7 @@ fn guard(plan: &GuardPlan, argv: &[String], isolated: bool) -> Result<libc::c_in
             Ok(())
         });
     }
+    let started = std::time::SystemTime::now();
     let daemon = match cmd.spawn() {
         Ok(c) => c.id() as libc::pid_t,
         Err(e) => {
@@ -493,6 +494,7 @@ fn guard(plan: &GuardPlan, argv: &[String], isolated: bool) -> Result<libc::c_in
         delete_runc_containers();
         detach_temporary_mounts();
     }
+    remove_ssh_socket_dirs(started);
     if orphaned || (!asked && control_gone()) {
         // Nobody is left to remove it or to be told where a log is.
         if let Err(e) = std::fs::remove_dir_all(&plan.run_dir) {
@@ -648,6 +650,29 @@ fn delete_runc_containers() {
                 "bkd: runc could not delete container {} left by buildkitd",
                 crate::text::escape_str(&id)
             );
+        }
+    }
+}
+
+/// Removes the empty `.buildkit-ssh-sock*` directories made in the temp
+/// dir since the daemon started: buildkitd removes the ssh-agent socket of
+/// a `RUN --mount=type=ssh` but leaves its directory. A live one holds its
+/// socket, so only empty ones go (`remove_dir` fails on any other).
+fn remove_ssh_socket_dirs(since: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let ours = entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(b".buildkit-ssh-sock");
+        let recent = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m >= since);
+        if ours && recent && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }

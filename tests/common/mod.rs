@@ -74,6 +74,24 @@ extern "C" fn stop_all() {
         delete_runc_entries_below(dir);
         let _ = std::fs::remove_dir_all(dir);
     }
+    remove_empty_ssh_socket_dirs();
+}
+
+/// buildkitd leaves an empty `.buildkit-ssh-sock*` directory in the temp
+/// dir for every `RUN --mount=type=ssh` (it removes only the socket); the
+/// test bed's daemon is gone now, so the empty ones go.
+fn remove_empty_ssh_socket_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(".buildkit-ssh-sock")
+        {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
 }
 
 /// SIGTERM, then SIGKILL after a grace period; reaps the process.
