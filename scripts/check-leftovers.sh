@@ -44,10 +44,10 @@ inventory() {
 
 case "${1:-}" in
   snapshot)
-    inventory | sort >"$2"
+    inventory | sort -u >"$2"
     ;;
   check)
-    left="$(comm -13 "$2" <(inventory | sort))"
+    left="$(comm -13 "$2" <(inventory | sort -u))"
     if [ -n "$left" ]; then
       echo "check-leftovers: the test suite left these behind:" >&2
       echo "$left" >&2

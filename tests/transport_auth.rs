@@ -120,18 +120,26 @@ fn push_uses_credentials_from_docker_config_and_never_prints_them() {
     let r = push(bed, "with-auth", cfg.path(), &[]);
     r.assert_ok();
     // A basic-auth registry gets the password through the daemon, said
-    // once as buildctl says it.
-    assert_eq!(
-        r.stderr()
-            .matches(&format!(
-                "[auth] sharing credentials for {}",
-                bed.auth_registry
-            ))
-            .count(),
-        1,
-        "{}",
-        r.explain()
+    // once, as buildctl says it on the same daemon.
+    let line = format!("[auth] sharing credentials for {}", bed.auth_registry);
+    assert_eq!(r.stderr().matches(&line).count(), 1, "{}", r.explain());
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n",
     );
+    let output = format!(
+        "type=image,name={}/with-auth:buildctl,push=true,registry.insecure=true",
+        bed.auth_registry
+    );
+    let mut args = vec!["--addr", &bed.addr, "build"];
+    args.extend_from_slice(&DOCKERFILE_HERE);
+    args.extend_from_slice(&["--progress", "plain", "--output", &output]);
+    let config = cfg.path().to_str().expect("utf8");
+    let b = run("buildctl", &args, ctx.path(), &[("DOCKER_CONFIG", config)]);
+    b.assert_ok();
+    assert_eq!(b.stderr().matches(&line).count(), 1, "{}", b.explain());
     let all = format!("{}{}", r.stdout(), r.stderr());
     assert!(
         !all.contains(AUTH_PASSWORD),
