@@ -380,7 +380,10 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
             }
         };
         if names.contains(&name) {
-            return Err(Error::Usage(format!("--local {name} is given twice")));
+            return Err(Error::Usage(format!(
+                "--local {} is given twice",
+                crate::text::escape_str(name)
+            )));
         }
         names.push(name);
         locals.insert(name, local_dir("--local", name, Path::new(dir))?);

@@ -74,7 +74,10 @@ pub fn agent_socket(spec: &SshSpec, auth_sock: Option<&OsStr>) -> Result<PathBuf
         })?;
         if meta.file_type().is_socket() {
             if socket.is_some() {
-                return Err(format!("--ssh {id}: give one agent socket, not several"));
+                return Err(format!(
+                    "--ssh {}: give one agent socket, not several",
+                    crate::text::escape_str(id)
+                ));
             }
             socket = Some(path);
         } else if meta.is_file() {
@@ -89,7 +92,12 @@ pub fn agent_socket(spec: &SshSpec, auth_sock: Option<&OsStr>) -> Result<PathBuf
             ));
         }
     }
-    let socket = socket.ok_or_else(|| format!("--ssh {id}: no agent socket given"))?;
+    let socket = socket.ok_or_else(|| {
+        format!(
+            "--ssh {}: no agent socket given",
+            crate::text::escape_str(id)
+        )
+    })?;
     std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
         format!(
             "--ssh {id}: cannot connect to the ssh agent at {}: {}",

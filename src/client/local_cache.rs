@@ -109,9 +109,12 @@ fn resolve_import(
             let index = layout
                 .read_index()
                 .map_err(|e| ImportSkipped::Unusable(e.to_string()))?;
-            let desc = index
-                .find(tag)
-                .ok_or_else(|| ImportSkipped::Unusable(format!("no digest found for tag {tag}")))?;
+            let desc = index.find(tag).ok_or_else(|| {
+                ImportSkipped::Unusable(format!(
+                    "no digest found for tag {}",
+                    crate::text::escape_str(tag)
+                ))
+            })?;
             Digest::parse(&desc.digest).ok_or_else(|| {
                 ImportSkipped::Unusable(format!(
                     "tag {tag} names {:?}, not a sha256 digest",
