@@ -51,7 +51,7 @@ pub struct DaemonArgs {
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
     pub stop_timeout: u64,
 
-    /// Keep the buildkitd log in FILE (default: kept in the runtime dir only when something fails)
+    /// Keep the buildkitd log in FILE (default: kept beside the runtime dir only when the daemon fails)
     #[arg(long, env = "BKD_DAEMON_LOG", global = true, value_name = "FILE")]
     pub daemon_log: Option<PathBuf>,
 }
