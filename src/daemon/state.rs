@@ -168,10 +168,9 @@ fn is_stale_run_dir(dir: &Path, uid: u32) -> bool {
         return false;
     };
     let names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
-    let only_ours = !names.is_empty()
-        && names
-            .iter()
-            .all(|n| RUN_DIR_ENTRIES.iter().any(|r| n.as_os_str() == *r));
+    let only_ours = names
+        .iter()
+        .all(|n| RUN_DIR_ENTRIES.iter().any(|r| n.as_os_str() == *r));
     if !only_ours {
         return false;
     }
@@ -310,7 +309,15 @@ mod tests {
             !is_stale_run_dir(&foreign, uid),
             "holds what a run dir never does"
         );
-        assert!(!is_stale_run_dir(&empty, uid));
+        assert!(!is_stale_run_dir(&empty, uid), "empty and new: being made");
+        let past = std::time::SystemTime::now() - UNLOCKED_GRACE * 2;
+        std::fs::File::open(&empty)
+            .and_then(|d| d.set_modified(past))
+            .expect("mtime");
+        assert!(
+            is_stale_run_dir(&empty, uid),
+            "empty and old: left by an older bkd"
+        );
         assert!(!is_stale_run_dir(&dead, uid + 1), "another user's");
         let held = lock_file(&dead.join(RUN_LOCK), false).expect("lock");
         assert!(!is_stale_run_dir(&dead, uid), "a held lock is a live run");
