@@ -7,6 +7,9 @@
 #   scripts/record-progress-fixtures.sh
 #   BKD_BLESS=1 cargo test --release --test progress_golden
 #
+# The live-*.jsonl streams come from the differential harness instead:
+#   BKD_RECORD=1 cargo test --release --test differential_progress
+#
 # The daemon gets a small step log limit (BUILDKIT_STEP_LOG_MAX_SIZE) so the
 # clipped-log fixture stays small; the daemon's clip behaviour is the same at
 # its 2 MiB default.

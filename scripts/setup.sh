@@ -20,7 +20,8 @@ need_root() {
 
 install_packages() {
   local pkgs=(runc rootlesskit uidmap docker-registry busybox-static slirp4netns
-              iproute2 procps util-linux time openssh-client openssl apache2-utils)
+              iproute2 procps util-linux time openssh-client openssl apache2-utils
+              mmdebstrap binutils libcap2-bin git)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -65,6 +66,30 @@ install_buildkit() {
     "$PREFIX/buildctl-daemonless.sh"
 }
 
+# The pod tests run containers under Docker's default seccomp profile (what
+# Kubernetes' RuntimeDefault amounts to). Debian ships it as data in the
+# moby Go sources package; only that one file is extracted, nothing installed.
+SECCOMP_PROFILE=/usr/local/share/bkd-test/seccomp/docker-default.json
+install_seccomp_profile() {
+  [ -s "$SECCOMP_PROFILE" ] && return
+  log "extracting Docker's default seccomp profile from Debian's golang-github-docker-docker-dev"
+  local tmp
+  tmp="$(mktemp -d /tmp/bkd-seccomp.XXXXXX)"
+  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root golang-github-docker-docker-dev >/dev/null)
+  dpkg-deb --fsys-tarfile "$tmp"/golang-github-docker-docker-dev_*.deb \
+    | tar -x -C "$tmp" ./usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json
+  install -D -m 0644 "$tmp/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json" \
+    "$SECCOMP_PROFILE"
+  rm -rf "$tmp"
+}
+
+# The differential tests build tests/differential/oracle, a small Go program
+# around the .dockerignore matcher buildctl uses (moby/patternmatcher), with
+# the module cache only; make sure the module is in it.
+fetch_reference_matcher() {
+  (cd "$here/tests/differential/oracle" && GOTOOLCHAIN=local go mod download)
+}
+
 create_test_user() {
   if ! id "$TEST_USER" >/dev/null 2>&1; then
     log "creating unprivileged test user $TEST_USER"
@@ -82,9 +107,23 @@ build_bkd() {
   (cd "$here" && cargo build --release --locked --all-targets 2>&1 | tail -n 3 >&2)
 }
 
+# bkd on PATH, with its manual pages and bash completion, so the README's
+# quick start runs as written.
+install_bkd() {
+  local man=/usr/local/share/man/man1 completions=/usr/local/share/bash-completion/completions
+  install -m 0755 "$here/target/release/bkd" "$PREFIX/bkd"
+  mkdir -p "$man" "$completions"
+  "$PREFIX/bkd" man >"$man/bkd.1"
+  "$PREFIX/bkd" man build >"$man/bkd-build.1"
+  "$PREFIX/bkd" completion bash >"$completions/bkd"
+}
+
 need_root
 install_packages
 install_buildkit
+install_seccomp_profile
+fetch_reference_matcher
 create_test_user
 build_bkd
-log "done: buildkitd $(installed_buildkit_version), bkd at $here/target/release/bkd"
+install_bkd
+log "done: buildkitd $(installed_buildkit_version), bkd $("$PREFIX/bkd" --version | awk 'NR == 1 {print $2}') at $PREFIX/bkd"

@@ -2,6 +2,7 @@
 //! build context and receives outputs through it, runs the Dockerfile
 //! frontend, and renders progress.
 
+pub mod ci;
 pub mod cli;
 pub mod client;
 pub mod daemon;

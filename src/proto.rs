@@ -18,6 +18,9 @@ pub mod moby {
             pub mod types {
                 tonic::include_proto!("moby.buildkit.v1.types");
             }
+            pub mod frontend {
+                tonic::include_proto!("moby.buildkit.v1.frontend");
+            }
         }
         pub mod secrets {
             pub mod v1 {
@@ -44,6 +47,12 @@ pub mod containerd {
                 tonic::include_proto!("containerd.services.content.v1");
             }
         }
+    }
+}
+
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
     }
 }
 

@@ -49,6 +49,21 @@ pub fn one_line(message: &str) -> String {
     out
 }
 
+/// Text shown as it reads (a step's name, a Dockerfile line), with only
+/// what could break the line made visible: newlines, carriage returns and
+/// other control characters as in [`escape_str`]. Backslashes and tabs
+/// stay, so the text matches its source and what buildctl prints.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '\t' => out.push(c),
+            c => push_char(&mut out, c),
+        }
+    }
+    out
+}
+
 fn push_char(out: &mut String, c: char) {
     match c {
         '\\' => out.push_str("\\\\"),
@@ -99,6 +114,14 @@ mod tests {
         assert_eq!(
             one_line(daemon),
             "process \"/bin/sh -c echo \\\"x\\\"\" failed\\nerror: forged"
+        );
+    }
+
+    #[test]
+    fn shown_text_keeps_backslashes_and_tabs() {
+        assert_eq!(
+            escape_controls("RUN printf 'a\\n'\t|\n+++ x\r\u{1b}[2J"),
+            "RUN printf 'a\\n'\t|\\n+++ x\\r\\u{1b}[2J"
         );
     }
 

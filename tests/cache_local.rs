@@ -227,6 +227,9 @@ fn import_into_an_empty_daemon_reuses_the_step() {
             "plain",
             "--cache-from",
             &cache_from(&cache, ",tag=main"),
+            // The cache is all this build is for (no warning about it).
+            "-o",
+            "type=cacheonly",
             ".",
         ],
         ctx.path(),

@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
+#[path = "common/racer.rs"]
+mod racer;
+
 const MODE_SYMLINK: u32 = 1 << 27;
 const MODE_NAMED_PIPE: u32 = 1 << 25;
 const MODE_TYPE: u32 = 0x8F28_0000;
@@ -44,21 +47,21 @@ struct Transfer {
 }
 
 impl Transfer {
-    fn paths(&self) -> Vec<&str> {
-        self.stats.iter().map(|s| s.path.as_str()).collect()
+    fn paths(&self) -> Vec<String> {
+        self.stats.iter().map(|s| lossy(&s.path)).collect()
     }
 
     fn stat(&self, path: &str) -> &Stat {
         self.stats
             .iter()
-            .find(|s| s.path == path)
+            .find(|s| s.path == path.as_bytes())
             .unwrap_or_else(|| panic!("{path} not announced: {:?}", self.paths()))
     }
 
     fn id_of(&self, path: &str) -> u32 {
         self.stats
             .iter()
-            .position(|s| s.path == path)
+            .position(|s| s.path == path.as_bytes())
             .unwrap_or_else(|| panic!("{path} not announced: {:?}", self.paths())) as u32
     }
 
@@ -66,6 +69,10 @@ impl Transfer {
     fn all_content(&self) -> Vec<u8> {
         self.files.values().flatten().copied().collect()
     }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -205,17 +212,17 @@ fn transfer_with(
             }
             for (id, size) in sizes {
                 if let Some(s) = result.stats.get(id as usize) {
-                    result.sizes.insert(s.path.clone(), size);
+                    result.sizes.insert(lossy(&s.path), size);
                 }
             }
             for (id, data) in content {
                 if let Some(s) = result.stats.get(id as usize) {
-                    result.files.insert(s.path.clone(), data);
+                    result.files.insert(lossy(&s.path), data);
                 }
             }
             for id in ids {
                 if let Some(s) = result.stats.get(id as usize) {
-                    result.files.entry(s.path.clone()).or_default();
+                    result.files.entry(lossy(&s.path)).or_default();
                 }
             }
             if result.error.is_some() {
@@ -281,11 +288,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn assert_confined(t: &Transfer) {
     for s in &t.stats {
         assert!(
-            !s.path.starts_with('/')
+            !s.path.starts_with(b"/")
                 && !s
                     .path
-                    .split('/')
-                    .any(|c| c == ".." || c == "." || c.is_empty()),
+                    .split(|b| *b == b'/')
+                    .any(|c| c == b".." || c == b"." || c.is_empty()),
             "path outside the root announced: {:?}",
             s.path
         );
@@ -370,7 +377,10 @@ fn excluded_files_are_never_offered_nor_served() {
     let headers = [("exclude-patterns", "**/*.key")];
     let t = transfer(&l.ctx(), &headers, Ask::AllFiles);
     assert!(t.fin, "{t:?}");
-    assert!(!t.paths().contains(&"sub/deeper/ignored.key"), "{t:?}");
+    assert!(
+        !t.paths().iter().any(|p| p == "sub/deeper/ignored.key"),
+        "{t:?}"
+    );
     assert_confined(&t);
     // Whatever id the excluded file had in an unfiltered walk, asking for
     // it (or anything not offered) in the filtered one is refused.
@@ -423,8 +433,8 @@ fn patterns_and_follow_paths_cannot_climb_out() {
         assert_confined(&t);
         for s in &t.stats {
             assert!(
-                std::fs::symlink_metadata(l.ctx().join(&s.path)).is_ok(),
-                "{headers:?}: {} is not in the context",
+                std::fs::symlink_metadata(l.ctx().join(lossy(&s.path))).is_ok(),
+                "{headers:?}: {:?} is not in the context",
                 s.path
             );
         }
@@ -531,24 +541,32 @@ fn a_file_that_vanishes_or_shrinks_after_the_walk_is_an_error_naming_it() {
 }
 
 #[test]
-fn a_non_utf8_name_is_refused_naming_it_without_hanging() {
+fn names_that_are_not_utf8_are_sent_as_bytes() {
     use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("ok"), "ok").expect("write");
+    let d = dir.path();
+    std::fs::write(d.join("ok"), "ok").expect("write");
     let name = std::ffi::OsStr::from_bytes(b"bad\xffname");
-    std::fs::write(dir.path().join(name), "x").expect("write");
-    let t = transfer(dir.path(), &[], Ask::AllFiles);
-    assert!(
-        t.error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("file name is not valid UTF-8 and cannot be sent: bad\\xffname"),
-        "{t:?}"
-    );
-    // Excluded, it is no obstacle.
-    let t = transfer(dir.path(), &[("exclude-patterns", "bad*")], Ask::AllFiles);
+    std::fs::create_dir(d.join(name)).expect("mkdir");
+    std::fs::write(
+        d.join(name).join(std::ffi::OsStr::from_bytes(b"caf\xe9")),
+        "latin-1",
+    )
+    .expect("write");
+    symlink(std::ffi::OsStr::from_bytes(b"to\xfe"), d.join("link")).expect("symlink");
+    let t = transfer(d, &[], Ask::AllFiles);
     assert!(t.fin, "{t:?}");
-    assert_eq!(t.paths(), ["ok"]);
+    let raw: Vec<&[u8]> = t.stats.iter().map(|s| &s.path[..]).collect();
+    assert_eq!(
+        raw,
+        [&b"bad\xffname"[..], b"bad\xffname/caf\xe9", b"link", b"ok"]
+    );
+    assert_eq!(&t.stats[2].linkname[..], b"to\xfe");
+    assert_eq!(t.files[&lossy(b"bad\xffname/caf\xe9")], b"latin-1");
+    // Excluded, it is left out like any other name.
+    let t = transfer(d, &[("exclude-patterns", "bad*")], Ask::AllFiles);
+    assert!(t.fin, "{t:?}");
+    assert_eq!(t.paths(), ["link", "ok"]);
 }
 
 #[test]
@@ -566,4 +584,102 @@ fn a_sparse_file_over_4_gib_arrives_whole() {
     assert!(t.fin, "{:?}", t.error);
     assert_eq!(t.stat("huge").size as u64, size);
     assert_eq!(t.sizes["huge"], (size, b"the-tail".to_vec()));
+}
+
+#[test]
+fn a_hardlink_is_announced_as_fsutil_announces_it() {
+    // fsutil's walker (stat_unix.go setUnixOpt, then mkstat) names the
+    // first path sent for the inode and keeps the file's own size: the
+    // size is set after the link is found, so it is not the 0 setUnixOpt
+    // writes. Mode and time are the inode's, as for any file.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    std::fs::write(d.join("a"), "twelve bytes").expect("write");
+    std::fs::create_dir(d.join("sub")).expect("mkdir");
+    std::fs::hard_link(d.join("a"), d.join("sub/b")).expect("link");
+    std::fs::hard_link(d.join("a"), d.join("z")).expect("link");
+    let t = transfer(d, &[], Ask::AllFiles);
+    assert!(t.fin, "{t:?}");
+    let a = t.stat("a");
+    for path in ["sub/b", "z"] {
+        let s = t.stat(path);
+        assert_eq!(&s.linkname[..], b"a", "{path}");
+        assert_eq!(s.size, 12, "{path}");
+        assert_eq!((s.mode, s.mod_time), (a.mode, a.mod_time), "{path}");
+    }
+    assert_eq!(a.linkname.len(), 0);
+    // Only the first is requested; a link's content is the first's.
+    assert_eq!(t.files.keys().collect::<Vec<_>>(), ["a"]);
+    // Without the first path, the first one sent stands for the inode.
+    let t = transfer(d, &[("exclude-patterns", "a")], Ask::AllFiles);
+    assert_eq!(t.stat("sub/b").linkname.len(), 0);
+    assert_eq!(&t.stat("z").linkname[..], b"sub/b");
+    assert_eq!(t.files["sub/b"], b"twelve bytes");
+}
+
+#[test]
+fn a_directory_swapped_for_a_link_never_takes_the_walk_outside() {
+    // The test user owns the context and swaps a directory in it with a
+    // link to a directory only root can read, as fast as it can, while
+    // root's bkd sends the context: nothing of that directory may be
+    // announced or sent.
+    // The root-only directory mirrors the names and sizes of `sub`, as an
+    // attacker would arrange, so that a file opened by path through the
+    // link is found.
+    let base = tempfile::tempdir().expect("temp dir");
+    let secret = tempfile::tempdir().expect("temp dir");
+    std::fs::write(secret.path().join("secret"), MARKER).expect("write");
+    std::fs::create_dir(secret.path().join("inner")).expect("mkdir");
+    std::fs::write(secret.path().join("inner/more"), MARKER).expect("write");
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).expect("mkdir");
+    let mirrored = &MARKER[..12];
+    for i in 0..40 {
+        std::fs::write(
+            ctx.join(format!("sub/f{i:02}")),
+            format!("public-{i:02}-----"),
+        )
+        .expect("write");
+        std::fs::write(
+            secret.path().join(format!("f{i:02}")),
+            format!("{mirrored}{i:02}"),
+        )
+        .expect("write");
+    }
+    symlink(secret.path(), base.path().join("evil")).expect("symlink");
+    for p in [
+        base.path(),
+        &ctx,
+        &ctx.join("sub"),
+        &base.path().join("evil"),
+    ] {
+        racer::give_to_user(p);
+    }
+    let racer = racer::Racer::exchange(&ctx.join("sub"), &base.path().join("evil"));
+    let mut errors = 0;
+    for _ in 0..150 {
+        let t = transfer(&ctx, &[], Ask::AllFiles);
+        for s in &t.stats {
+            let p = lossy(&s.path);
+            assert!(
+                !p.contains("secret") && !p.contains("inner"),
+                "an entry of the root-only directory was announced: {p}"
+            );
+        }
+        assert!(
+            !contains(&t.all_content(), MARKER.as_bytes()),
+            "outside file sent"
+        );
+        if let Some(e) = &t.error {
+            assert!(
+                e.contains("changed while the build context was being sent"),
+                "{t:?}"
+            );
+            errors += 1;
+        }
+    }
+    let strikes = racer.strikes();
+    drop(racer);
+    assert!(strikes > 1000, "the swap ran only {strikes} times");
+    eprintln!("{errors} of 150 transfers refused a file that changed; {strikes} swaps");
 }

@@ -61,10 +61,10 @@ fn stat_strategy() -> impl Strategy<Value = Stat> {
     ];
     (path_like(), modes, any::<i64>(), path_like(), any::<i64>()).prop_map(
         |(path, mode, size, linkname, mod_time)| Stat {
-            path,
+            path: path.into(),
             mode,
             size,
-            linkname,
+            linkname: linkname.into(),
             mod_time,
             ..Default::default()
         },
@@ -108,6 +108,11 @@ proptest! {
         if let Ok(m) = PatternMatcher::new(&patterns) {
             for p in &paths {
                 let whole = m.matches_or_parent_matches(p.as_bytes());
+                // A pattern that does not compile fails where it is
+                // evaluated; the comparison below needs answers.
+                if whole.is_err() {
+                    continue;
+                }
                 // Matching component by component, as the walk does, gives
                 // the same answer as matching the whole path, as long as no
                 // pattern is an exception: with `!` patterns the two differ
@@ -117,24 +122,33 @@ proptest! {
                 let has_exception = patterns.iter().any(|x| x.trim_start().starts_with('!'));
                 if !has_exception && cleaned != "." && !cleaned.starts_with('/') && !cleaned.starts_with("..") {
                     let mut info = MatchInfo::default();
-                    let mut hit = false;
+                    let mut walked = Ok(false);
                     let mut prefix = String::new();
                     for part in cleaned.split('/') {
                         if !prefix.is_empty() {
                             prefix.push('/');
                         }
                         prefix.push_str(part);
-                        let (h, i) = m.matches_using_parent(prefix.as_bytes(), &info);
-                        hit = h;
-                        info = i;
+                        walked = m
+                            .matches_using_parent(prefix.as_bytes(), &info)
+                            .map(|(h, i)| {
+                                info = i;
+                                h
+                            });
+                        if walked.is_err() {
+                            break;
+                        }
                     }
-                    prop_assert_eq!(
-                        hit,
-                        m.matches_or_parent_matches(cleaned.as_bytes()),
-                        "patterns {:?} path {:?}", patterns, cleaned
-                    );
+                    // A pattern that does not compile may be evaluated on
+                    // a parent and not on the whole path: no answer then.
+                    let whole_cleaned = m.matches_or_parent_matches(cleaned.as_bytes());
+                    if let (Ok(hit), Ok(whole_hit)) = (walked, whole_cleaned) {
+                        prop_assert_eq!(
+                            hit, whole_hit,
+                            "patterns {:?} path {:?}", patterns, cleaned
+                        );
+                    }
                 }
-                let _ = whole;
             }
         }
     }
@@ -159,7 +173,8 @@ proptest! {
         let base = tempfile::tempdir().expect("temp dir");
         let dest = base.path().join("dest");
         std::fs::create_dir(&dest).expect("mkdir");
-        let mut receiver = Receiver::new(dest.clone());
+        let dir = bkd::fsync::dirfd::Dir::open(&dest).expect("open dest");
+        let mut receiver = Receiver::new(dir, dest.clone());
         for p in packets {
             if receiver.handle(p).is_err() {
                 break;

@@ -122,9 +122,72 @@ fn quiet_prints_only_the_result_or_the_failure() {
     assert!(!err.contains("Build failed"), "{}", r.explain());
 }
 
-/// Runs bkd under a pseudo-terminal (util-linux `script`), as a developer
-/// would at a shell, with `--progress=auto`.
-fn bkd_on_terminal(args: &[&str], cwd: &std::path::Path) -> Run {
+/// The variables that choose a progress view; the tests set the ones they
+/// mean and clear the rest, so a CI system running the suite (Buildkite
+/// sets BUILDKITE=true) does not choose for them.
+const VIEW_VARIABLES: [&str; 5] = [
+    "BUILDKITE",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "BKD_PROGRESS",
+    "BUILDKIT_PROGRESS",
+];
+
+/// Runs `program` with the view variables cleared, then `env` set.
+fn run_clean(program: &str, args: &[&str], cwd: &std::path::Path, env: &[(&str, &str)]) -> Run {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null());
+    for v in VIEW_VARIABLES {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    Run {
+        cmd: format!("{env:?} {program} {}", args.join(" ")),
+        cwd: cwd.to_path_buf(),
+        out,
+    }
+}
+
+/// Runs bkd against the test bed with the view variables cleared, then
+/// `env` set.
+fn bkd_clean(args: &[&str], cwd: &std::path::Path, env: &[(&str, &str)]) -> Run {
+    let bed = bed();
+    let mut all = vec![args[0], "--addr", &bed.addr];
+    all.extend_from_slice(&args[1..]);
+    run_clean(env!("CARGO_BIN_EXE_bkd"), &all, cwd, env)
+}
+
+fn shell_quote(a: &str) -> String {
+    format!("'{}'", a.replace('\'', "'\\''"))
+}
+
+/// Runs the shell command `command` under a pseudo-terminal (util-linux
+/// `script`) of 120 columns, as a developer or a CI agent would; what the
+/// terminal got arrives on stdout.
+fn on_terminal(command: &str, cwd: &std::path::Path, env: &[(&str, &str)]) -> Run {
+    let mut all = vec![("COLUMNS", "120"), ("LINES", "40"), ("TERM", "xterm")];
+    all.extend_from_slice(env);
+    run_clean(
+        "script",
+        &[
+            "-qefc",
+            &format!("stty cols 120 rows 40; {command}"),
+            "/dev/null",
+        ],
+        cwd,
+        &all,
+    )
+}
+
+/// The command line of bkd against the test bed, quoted for a shell.
+fn bkd_command(args: &[&str]) -> String {
     let bed = bed();
     let mut cmd = vec![
         env!("CARGO_BIN_EXE_bkd").to_string(),
@@ -133,16 +196,20 @@ fn bkd_on_terminal(args: &[&str], cwd: &std::path::Path) -> Run {
         bed.addr.clone(),
     ];
     cmd.extend(args[1..].iter().map(|a| a.to_string()));
-    let quoted: Vec<String> = cmd
-        .iter()
-        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-        .collect();
-    run(
-        "script",
-        &["-qefc", &quoted.join(" "), "/dev/null"],
-        cwd,
-        &[("COLUMNS", "120"), ("TERM", "xterm")],
-    )
+    cmd.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs bkd under a pseudo-terminal, with `env` set.
+fn bkd_on_terminal_with(args: &[&str], cwd: &std::path::Path, env: &[(&str, &str)]) -> Run {
+    on_terminal(&bkd_command(args), cwd, env)
+}
+
+/// Runs bkd under a pseudo-terminal, as a developer would at a shell.
+fn bkd_on_terminal(args: &[&str], cwd: &std::path::Path) -> Run {
+    bkd_on_terminal_with(args, cwd, &[])
 }
 
 /// What a terminal shows once control sequences are dropped, as plain
@@ -152,6 +219,87 @@ fn screen_text(raw: &str) -> String {
         .expect("regex")
         .replace_all(raw, "\n")
         .replace('\r', "\n")
+}
+
+/// What stays on a terminal of `width` columns (and endless height, its
+/// scrollback included) once `raw` is written to it: printable text,
+/// newline, carriage return, cursor up (`ESC[nA`), erase below (`ESC[J`)
+/// and erase to end of line (`ESC[K`); other sequences change nothing
+/// visible. Each redrawn frame replaces the last, as on a real terminal.
+fn final_screen(raw: &str, width: usize) -> Vec<String> {
+    let mut rows: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                row += 1;
+                col = 0;
+                if rows.len() <= row {
+                    rows.push(Vec::new());
+                }
+            }
+            '\r' => col = 0,
+            '\x1b' => {
+                let mut seq = String::new();
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while let Some(&n) = chars.peek() {
+                        chars.next();
+                        if n.is_ascii_alphabetic() {
+                            seq.push(n);
+                            break;
+                        }
+                        seq.push(n);
+                    }
+                } else {
+                    // Buildkite's APC timestamps and the like: to BEL.
+                    for n in chars.by_ref() {
+                        if n == '\x07' {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                let (arg, cmd) = seq.split_at(seq.len().saturating_sub(1));
+                let n: usize = arg.parse().unwrap_or(1);
+                match cmd {
+                    "A" => row = row.saturating_sub(n),
+                    "J" => {
+                        rows[row].truncate(col);
+                        rows.truncate(row + 1);
+                    }
+                    "K" => rows[row].truncate(col),
+                    _ => {}
+                }
+            }
+            c if c.is_control() => {}
+            c => {
+                if col >= width {
+                    row += 1;
+                    col = 0;
+                    if rows.len() <= row {
+                        rows.push(Vec::new());
+                    }
+                }
+                let line = &mut rows[row];
+                while line.len() < col {
+                    line.push(' ');
+                }
+                if col < line.len() {
+                    line[col] = c;
+                } else {
+                    line.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    let mut out: Vec<String> = rows.into_iter().map(|r| r.into_iter().collect()).collect();
+    while out.last().is_some_and(|l| l.trim().is_empty()) {
+        out.pop();
+    }
+    out
 }
 
 #[test]
@@ -174,9 +322,21 @@ fn tty_collapses_steps_and_shows_a_failure_in_full() {
         r.explain()
     );
     assert!(summary_re().is_match(&out), "{}", r.explain());
-    // Finished steps collapse: no plain blocks or step output.
-    assert!(!out.contains("on-stderr-tty\n"), "{}", r.explain());
-    assert!(!out.contains("#1 DONE"), "{}", r.explain());
+    // Finished steps collapse: no plain blocks, no step output, no frame
+    // left on the screen at the end.
+    let screen = final_screen(&r.stdout(), 80).join("\n");
+    assert!(
+        !screen.lines().any(|l| l.ends_with("on-stderr-tty")),
+        "{screen}\n{}",
+        r.explain()
+    );
+    assert!(!screen.contains("#1 DONE"), "{screen}\n{}", r.explain());
+    assert!(
+        !screen.contains("[+] Building"),
+        "{screen}\n{}",
+        r.explain()
+    );
+    assert!(summary_re().is_match(&screen), "{screen}\n{}", r.explain());
 
     let bad = failing_context("tty");
     let r = bkd_on_terminal(&["build", "--progress=tty", "."], bad.path());
@@ -402,4 +562,505 @@ fn clipped_step_output_is_announced() {
         "{}",
         &err[err.len().saturating_sub(3000)..]
     );
+}
+
+/// A context whose build has a step that prints one line and sleeps, so
+/// a view has time to show it live.
+fn slow_context(tag: &str, seconds: u32) -> tempfile::TempDir {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "{BUSYBOX_STAGE}FROM bb\nRUN echo {tag}-{} && sleep {seconds}\n",
+            nonce()
+        ),
+    );
+    ctx
+}
+
+/// `auto` picks the CI system's view even on the pseudo-terminal CI agents
+/// run jobs on; without one, the live view.
+#[test]
+fn auto_picks_the_ci_view_on_a_terminal() {
+    let ctx = image_context("auto");
+    for (var, marker) in [
+        ("BUILDKITE", "\x07--- #1 [internal] load build definition"),
+        (
+            "GITHUB_ACTIONS",
+            "::group::#1 [internal] load build definition",
+        ),
+        (
+            "GITLAB_CI",
+            "[collapsed=true]\r\x1b[0K#1 [internal] load build definition",
+        ),
+    ] {
+        let r = bkd_on_terminal_with(&["build", "."], ctx.path(), &[(var, "true")]);
+        r.assert_ok();
+        let out = r.stdout();
+        assert!(out.contains(marker), "{var}: {}", r.explain());
+        assert!(!out.contains("[+] Building"), "{var}: {}", r.explain());
+    }
+    let r = bkd_on_terminal_with(&["build", "."], ctx.path(), &[("BUILDKITE", "false")]);
+    r.assert_ok();
+    assert!(r.stdout().contains("[+] Building"), "{}", r.explain());
+}
+
+/// `--progress` over `BKD_PROGRESS` over `BUILDKIT_PROGRESS` over auto; a
+/// bad `BUILDKIT_PROGRESS` is a usage error.
+#[test]
+fn progress_variables_in_order() {
+    let ctx = image_context("vars");
+    let quiet_or_plain = |env: &[(&str, &str)], args: &[&str]| {
+        let mut all = vec!["build", "-o", "type=tar,dest=/dev/null"];
+        all.extend_from_slice(args);
+        all.push(".");
+        let r = bkd_clean(&all, ctx.path(), env);
+        r.assert_ok();
+        if r.stderr().contains("#1 [internal] load build definition") {
+            "plain"
+        } else if r.stderr().lines().all(|l| l.starts_with('{')) {
+            "rawjson"
+        } else {
+            "quiet"
+        }
+    };
+    assert_eq!(
+        quiet_or_plain(&[("BUILDKIT_PROGRESS", "quiet")], &[]),
+        "quiet"
+    );
+    assert_eq!(
+        quiet_or_plain(
+            &[("BUILDKIT_PROGRESS", "quiet"), ("BKD_PROGRESS", "plain")],
+            &[]
+        ),
+        "plain"
+    );
+    assert_eq!(
+        quiet_or_plain(
+            &[("BUILDKIT_PROGRESS", "quiet"), ("BKD_PROGRESS", "plain")],
+            &["--progress=rawjson"]
+        ),
+        "rawjson"
+    );
+    // Inside Buildkite too, an explicit variable wins over auto.
+    assert_eq!(
+        quiet_or_plain(
+            &[("BUILDKITE", "true"), ("BUILDKIT_PROGRESS", "plain")],
+            &[]
+        ),
+        "plain"
+    );
+    let r = bkd_clean(
+        &["build", "."],
+        ctx.path(),
+        &[("BUILDKIT_PROGRESS", "fancy\nerror: x")],
+    );
+    assert_eq!(r.code(), Some(2), "{}", r.explain());
+    let err = r.stderr();
+    assert_eq!(err.lines().count(), 1, "{}", r.explain());
+    assert!(
+        err.starts_with("error: invalid BUILDKIT_PROGRESS value fancy\\nerror: x"),
+        "{}",
+        r.explain()
+    );
+}
+
+/// A failing step that prints 50,000 lines costs the terminal about those
+/// lines once (collapsed output, then the failure in full), not a redraw
+/// of the live area per line (13.7 MB before).
+#[test]
+fn tty_bytes_stay_bounded_for_a_busy_step() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "{BUSYBOX_STAGE}FROM bb\nRUN seq 1 50000 && echo {} && exit 1\n",
+            nonce()
+        ),
+    );
+    let r = bkd_on_terminal(&["build", "--progress=tty", "."], ctx.path());
+    assert_eq!(r.code(), Some(1), "{}", r.explain());
+    let raw = r.stdout();
+    // The numbers the step printed that reached the terminal (the daemon
+    // drops some beyond its 200 KiB/s log limit), each once.
+    let shown: std::collections::BTreeSet<&str> = regex::Regex::new(r"│ (\d+)")
+        .expect("regex")
+        .captures_iter(&raw)
+        .filter_map(|c| c.get(1).map(|m| m.as_str()))
+        .collect();
+    assert!(
+        shown.len() > 1000,
+        "the step's lines are shown\n{}",
+        r.explain()
+    );
+    let logged: usize = shown.iter().map(|l| l.len() + 1).sum();
+    assert!(
+        raw.len() < 4 * logged + 200_000,
+        "{} terminal bytes for {} bytes of step output",
+        raw.len(),
+        logged
+    );
+}
+
+/// Interrupted (Ctrl-C) while a step runs, the live view leaves the steps
+/// that were running and no frame, then the error line.
+#[test]
+fn interrupted_tty_leaves_a_clean_screen() {
+    let ctx = slow_context("interrupt", 30);
+    let command = format!(
+        "{} & pid=$!; sleep 4; kill -INT $pid; wait $pid; echo exit=$?",
+        bkd_command(&["build", "--progress=tty", "."])
+    );
+    let r = on_terminal(&command, ctx.path(), &[]);
+    let screen = final_screen(&r.stdout(), 120);
+    let text = screen.join("\n");
+    assert!(text.contains("exit=130"), "{text}\n{}", r.explain());
+    assert!(!text.contains("[+] Building"), "{text}\n{}", r.explain());
+    assert!(
+        regex::Regex::new(
+            r"(?m)^- #\d+ \[stage-1 1/1\] RUN echo interrupt-.* \(interrupted after \d+\.\ds\)$"
+        )
+        .expect("regex")
+        .is_match(&text),
+        "{text}\n{}",
+        r.explain()
+    );
+    let error_at = screen
+        .iter()
+        .position(|l| l.starts_with("error: interrupted"))
+        .unwrap_or_else(|| panic!("no error line\n{text}"));
+    assert!(
+        screen[error_at + 1..]
+            .iter()
+            .all(|l| l.starts_with("exit=")),
+        "{text}"
+    );
+    // The cursor is shown again.
+    assert!(r.stdout().trim_end().rfind("\x1b[?25h") > r.stdout().rfind("\x1b[?25l"));
+}
+
+/// A `--cache-from` image that does not exist yet (a first build) is a
+/// warning with its reason, not a failed step: quiet stays quiet but for
+/// that line and the result, and the summary counts it as a warning.
+#[test]
+fn a_cache_import_that_finds_nothing_is_a_warning() {
+    let bed = bed();
+    let ctx = image_context(&format!("cache-miss-{}", nonce()));
+    let cache = format!(
+        "type=registry,ref={}/progress/nothing:{}",
+        bed.registry,
+        nonce()
+    );
+    let r = bkd_clean(
+        &[
+            "build",
+            "--progress=quiet",
+            "--cache-from",
+            &cache,
+            "-t",
+            "bkd.test/progress/miss:1",
+            ".",
+        ],
+        ctx.path(),
+        &[],
+    );
+    r.assert_ok();
+    let err = r.stderr();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.explain());
+    assert!(
+        lines[0].starts_with(&format!(
+            "warning: no build cache imported from {}/progress/nothing:",
+            bed.registry
+        )) && lines[0].ends_with("not found"),
+        "{}",
+        r.explain()
+    );
+    assert!(
+        lines[1].starts_with("image bkd.test/progress/miss:1@sha256:"),
+        "{}",
+        r.explain()
+    );
+    let export = format!(
+        "type=registry,ref={}/progress/cache:{}",
+        bed.registry,
+        nonce()
+    );
+    let r = bkd_clean(
+        &[
+            "build",
+            "--progress=plain",
+            "--cache-from",
+            &cache,
+            "--cache-to",
+            &export,
+            "--no-cache",
+            ".",
+        ],
+        ctx.path(),
+        &[],
+    );
+    r.assert_ok();
+    assert!(
+        regex::Regex::new(r"(?m)^Build finished in \d+\.\ds: \d+ steps \(\d+ run, \d+ cached\), 1 warning, .*, cache import \d+\.\ds, cache export \d+\.\ds$")
+            .expect("regex")
+            .is_match(&r.stderr()),
+        "{}",
+        r.explain()
+    );
+}
+
+/// The Dockerfile excerpt in `text` (Buildkite timestamps dropped): the
+/// `FILE:LINE` line, the rulers and the numbered lines.
+fn excerpt_of(text: &str) -> Vec<String> {
+    let stamp = regex::Regex::new(r"\x1b_bk;t=\d+\x07").expect("regex");
+    let text = stamp.replace_all(text, "");
+    let head = regex::Regex::new(r"^\S+:\d+$").expect("regex");
+    let ruler = "--------------------";
+    let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let Some(at) =
+        (0..lines.len()).find(|&i| head.is_match(lines[i]) && lines.get(i + 1) == Some(&ruler))
+    else {
+        return Vec::new();
+    };
+    let end = (at + 2..lines.len())
+        .find(|&i| lines[i] == ruler)
+        .unwrap_or(lines.len() - 1);
+    lines[at..=end].iter().map(|l| l.to_string()).collect()
+}
+
+/// The `error:` line, cache refs taken out.
+fn error_line(text: &str) -> Option<String> {
+    let text = regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]")
+        .expect("regex")
+        .replace_all(text, "");
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error: "))?
+        .trim_end_matches('\r')
+        .to_string();
+    // The daemon's cache refs differ from build to build.
+    let refs = regex::Regex::new(r"\b[0-9a-z]{25}::[0-9a-z]{25}\b").expect("regex");
+    Some(refs.replace_all(&line, "<ref>").into_owned())
+}
+
+/// The four kinds of build error (a failing RUN, a parse error, a missing
+/// COPY source, an unknown target), a failing heredoc (several ranges), a
+/// Dockerfile with another name and a missing file of a named context:
+/// every view prints the Dockerfile
+/// excerpt exactly as buildctl does (none for an unknown target, where
+/// the daemon names no line), and the same error line.
+#[test]
+fn excerpts_match_buildctl_in_every_view() {
+    let n = nonce();
+    let base = format!("{BUSYBOX_STAGE}FROM bb AS final\n");
+    struct Case {
+        name: &'static str,
+        file: &'static str,
+        dockerfile: String,
+        bkd: Vec<String>,
+        buildctl: Vec<String>,
+    }
+    let case = |name, dockerfile: String| Case {
+        name,
+        file: "Dockerfile",
+        dockerfile,
+        bkd: Vec::new(),
+        buildctl: Vec::new(),
+    };
+    let cases = vec![
+        case(
+            "run",
+            format!(
+                "{base}RUN echo one-{n} && \\\n    echo two && \\\n    exit 3\nRUN echo after\n"
+            ),
+        ),
+        case("parse", format!("{base}RUNN echo {n}\nRUN echo after\n")),
+        // The daemon names each line of a heredoc as a range of its own.
+        case(
+            "heredoc",
+            format!("{base}RUN <<EOT\necho {n}\nexit 4\nEOT\nRUN echo after\n"),
+        ),
+        case(
+            "copy",
+            format!("{base}COPY missing-{n}.txt /x\nRUN echo after\n"),
+        ),
+        Case {
+            bkd: vec!["--target".into(), "nope".into()],
+            buildctl: vec!["--opt".into(), "target=nope".into()],
+            ..case("target", format!("{base}RUN echo {n}\n"))
+        },
+        Case {
+            file: "sub/Build.dockerfile",
+            bkd: vec!["-f".into(), "sub/Build.dockerfile".into()],
+            buildctl: vec![
+                "--local".into(),
+                "dockerfile=sub".into(),
+                "--opt".into(),
+                "filename=Build.dockerfile".into(),
+            ],
+            ..case("filename", format!("{base}RUN echo {n} && false\n"))
+        },
+        Case {
+            bkd: vec!["--build-context".into(), "extra=extra".into()],
+            buildctl: vec![
+                "--local".into(),
+                "extra=extra".into(),
+                "--opt".into(),
+                "context:extra=local:extra".into(),
+            ],
+            ..case(
+                "named-context",
+                format!("{base}COPY --from=extra missing-{n}.txt /x\n"),
+            )
+        },
+    ];
+    for c in cases {
+        let ctx = context();
+        write(ctx.path(), c.file, &c.dockerfile);
+        write(ctx.path(), "extra/present.txt", "here\n");
+        let mut args: Vec<&str> = vec!["build"];
+        args.extend(DOCKERFILE_HERE);
+        args.push("--progress=plain");
+        args.extend(c.buildctl.iter().map(String::as_str));
+        let theirs = buildctl(&fix_locals(&args), ctx.path());
+        assert_eq!(theirs.code(), Some(1), "{}: {}", c.name, theirs.explain());
+        let want = excerpt_of(&theirs.stderr());
+        if c.name != "target" {
+            assert!(
+                !want.is_empty(),
+                "{}: buildctl printed no excerpt\n{}",
+                c.name,
+                theirs.explain()
+            );
+        }
+        let want_error = error_line(&theirs.stderr());
+        for mode in [
+            "plain",
+            "buildkite",
+            "github",
+            "gitlab",
+            "rawjson",
+            "quiet",
+            "tty",
+        ] {
+            let progress = format!("--progress={mode}");
+            let mut args = vec!["build", progress.as_str()];
+            args.extend(c.bkd.iter().map(String::as_str));
+            args.push(".");
+            let ours = if mode == "tty" {
+                bkd_on_terminal(&args, ctx.path())
+            } else {
+                bkd_clean(&args, ctx.path(), &[])
+            };
+            let text = if mode == "tty" {
+                final_screen(&ours.stdout(), 120).join("\n")
+            } else {
+                ours.stderr()
+            };
+            assert_eq!(
+                ours.code(),
+                Some(1),
+                "{} {mode}: {}",
+                c.name,
+                ours.explain()
+            );
+            assert_eq!(
+                excerpt_of(&text),
+                want,
+                "{} {mode}:\n{text}\nbuildctl:\n{}",
+                c.name,
+                theirs.stderr()
+            );
+            // The terminal wraps a long line: the error line as written.
+            let raw = if mode == "tty" {
+                ours.stdout()
+            } else {
+                ours.stderr()
+            };
+            assert_eq!(error_line(&raw), want_error, "{} {mode}:\n{text}", c.name);
+        }
+    }
+}
+
+/// buildctl's `--local dockerfile=.` replaced by the case's own
+/// `--local dockerfile=...` when it gives one.
+fn fix_locals<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let own = args.iter().filter(|a| a.starts_with("dockerfile=")).count() > 1;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        if own && args[i] == "--local" && args.get(i + 1) == Some(&"dockerfile=.") {
+            i += 2;
+            continue;
+        }
+        out.push(args[i]);
+        i += 1;
+    }
+    out
+}
+
+/// In the CI views, steps running side by side still get one group each
+/// (before: a group for every switch between them, about 8 per step).
+#[test]
+fn ci_views_give_each_step_one_group() {
+    let n = nonce();
+    let stage = |x: &str| {
+        format!("FROM bb AS {x}\nRUN for i in 1 2 3 4 5 6 7 8; do echo {x}-$i-{n}; sleep 0.1; done; echo {n} > /out\n")
+    };
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "{BUSYBOX_STAGE}{}{}{}FROM bb\nCOPY --from=a /out /a\nCOPY --from=b /out /b\nCOPY --from=c /out /c\n",
+            stage("a"),
+            stage("b"),
+            stage("c")
+        ),
+    );
+    for (var, open) in [
+        (
+            "BUILDKITE",
+            regex::Regex::new(r"(?m)\x07--- #(\d+) ").expect("regex"),
+        ),
+        (
+            "GITHUB_ACTIONS",
+            regex::Regex::new(r"(?m)^::group::#(\d+) ").expect("regex"),
+        ),
+        (
+            "GITLAB_CI",
+            regex::Regex::new(r"(?m)\x1b\[0K#(\d+) ").expect("regex"),
+        ),
+    ] {
+        let r = bkd_clean(&["build", "--no-cache", "."], ctx.path(), &[(var, "true")]);
+        r.assert_ok();
+        let err = r.stderr();
+        let mut groups: std::collections::BTreeMap<String, usize> = Default::default();
+        for c in open.captures_iter(&err) {
+            *groups.entry(c[1].to_string()).or_default() += 1;
+        }
+        assert!(groups.len() >= 9, "{var}: {groups:?}\n{}", r.explain());
+        assert!(
+            groups.values().all(|n| *n == 1),
+            "{var}: {groups:?}\n{}",
+            r.explain()
+        );
+        // Each stage's lines are together, in its group.
+        for x in ["a", "b", "c"] {
+            let lines: Vec<usize> = err
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| {
+                    l.contains(&format!(" {x}-")) && l.contains(&n) && !l.contains(" RUN ")
+                })
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(lines.len(), 8, "{var}: {x}\n{}", r.explain());
+            assert_eq!(lines[7] - lines[0], 7, "{var}: {x} split\n{}", r.explain());
+        }
+    }
 }

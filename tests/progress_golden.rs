@@ -11,14 +11,34 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use bkd::progress::plain::{PlainOptions, PlainPrinter};
+use bkd::progress::plain::{Clock, Flavor, PlainOptions, PlainPrinter};
 use bkd::progress::quiet::Quiet;
 use bkd::progress::rawjson::{from_line, to_line, RawJson};
 use bkd::progress::summary::latest_time;
 use bkd::progress::tty::TtyView;
-use bkd::progress::{buildkite, BuildEnd, Display, Update};
+use bkd::progress::{BuildEnd, Display, Update};
 
-const STREAMS: [&str; 5] = ["success", "cached", "failure", "warning", "clipped"];
+/// Streams recorded by scripts/record-progress-fixtures.sh, then the ones
+/// the live differential recorded (`BKD_RECORD=1 cargo test --test
+/// differential_progress`).
+const STREAMS: [&str; 11] = [
+    "success",
+    "cached",
+    "failure",
+    "warning",
+    "clipped",
+    "live-parallel",
+    "live-cached",
+    "live-failing",
+    "live-push",
+    "live-restart",
+    "live-concurrent",
+];
+
+/// The streams of builds that failed.
+fn failed(stream: &str) -> bool {
+    stream == "failure" || stream == "live-failing"
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/progress")
@@ -41,7 +61,7 @@ fn updates(stream: &str) -> Vec<Update> {
 
 /// What the CLI would hand over at the end; fixed so goldens are stable.
 fn build_end(stream: &str) -> BuildEnd {
-    if stream == "failure" {
+    if failed(stream) {
         return BuildEnd {
             total: Duration::from_millis(2_345),
             ..Default::default()
@@ -65,9 +85,32 @@ fn build_end(stream: &str) -> BuildEnd {
     }
 }
 
+/// Live, the display redraws at most every 100 ms; replayed, a redraw
+/// follows the message that moves the events' clock 100 ms past the last
+/// one, so the output is fixed and close to a live run's.
+const REDRAW: Duration = Duration::from_millis(100);
+
+/// Whether a redraw is due after a message carrying time `t`.
+fn due(last: &mut Option<SystemTime>, t: Option<SystemTime>) -> bool {
+    let Some(t) = t else {
+        return false;
+    };
+    match last {
+        Some(l) if t.duration_since(*l).unwrap_or_default() < REDRAW => false,
+        _ => {
+            *last = Some(t);
+            true
+        }
+    }
+}
+
 fn replay<D: Display>(mut display: D, stream: &str) -> D {
+    let mut last = None;
     for u in updates(stream) {
         display.update(&u);
+        if due(&mut last, latest_time(&u)) {
+            display.refresh();
+        }
     }
     display.finish();
     display.summary(&build_end(stream));
@@ -79,23 +122,45 @@ fn text(bytes: Vec<u8>) -> String {
 }
 
 fn render_plain(stream: &str, options: PlainOptions) -> String {
+    let options = PlainOptions {
+        clock: Clock::Events,
+        ..options
+    };
     text(replay(PlainPrinter::with_options(Vec::new(), options), stream).into_inner())
+}
+
+fn render_flavor(stream: &str, flavor: Flavor) -> String {
+    render_plain(
+        stream,
+        PlainOptions {
+            flavor,
+            ..Default::default()
+        },
+    )
 }
 
 fn render_tty(stream: &str) -> String {
     let mut view = TtyView::new(100);
     let mut out = String::new();
     let mut now = SystemTime::UNIX_EPOCH;
+    let mut last = None;
     for u in updates(stream) {
         if let Some(t) = latest_time(&u) {
             now = now.max(t);
         }
-        for l in view.update(&u) {
+        view.update(&u);
+        if !due(&mut last, latest_time(&u)) {
+            continue;
+        }
+        for l in view.take_lines(now, false) {
             out += &format!("{l}\n");
         }
         for l in view.frame(now) {
             out += &format!("  ~ {l}\n");
         }
+    }
+    for l in view.take_lines(now, true) {
+        out += &format!("{l}\n");
     }
     for l in view.summary(&build_end(stream)) {
         out += &format!("{l}\n");
@@ -153,8 +218,21 @@ fn debug_goldens() {
 #[test]
 fn buildkite_goldens() {
     for s in STREAMS {
-        let out = text(replay(buildkite::printer(Vec::new(), false), s).into_inner());
-        check(s, "buildkite", &out);
+        check(s, "buildkite", &render_flavor(s, Flavor::Buildkite));
+    }
+}
+
+#[test]
+fn github_goldens() {
+    for s in STREAMS {
+        check(s, "github", &render_flavor(s, Flavor::GitHub));
+    }
+}
+
+#[test]
+fn gitlab_goldens() {
+    for s in STREAMS {
+        check(s, "gitlab", &render_flavor(s, Flavor::GitLab));
     }
 }
 
@@ -217,7 +295,7 @@ fn clipped_output_is_named_everywhere() {
     let needle = "output clipped by buildkitd: this step logged more than 32KiB";
     let plain = render_plain("clipped", PlainOptions::default());
     assert!(plain.contains(needle), "{plain}");
-    let kite = text(replay(buildkite::printer(Vec::new(), false), "clipped").into_inner());
+    let kite = render_flavor("clipped", Flavor::Buildkite);
     assert!(kite.contains(needle), "{kite}");
     let tty = render_tty("clipped");
     assert!(tty.contains("(output clipped at 32KiB)"), "{tty}");
@@ -230,12 +308,14 @@ fn failure_output_is_shown() {
         render_plain("failure", PlainOptions::default()),
         render_tty("failure"),
         text(replay(Quiet::new(Vec::new()), "failure").into_inner()),
-        text(replay(buildkite::printer(Vec::new(), false), "failure").into_inner()),
+        render_flavor("failure", Flavor::Buildkite),
+        render_flavor("failure", Flavor::GitHub),
+        render_flavor("failure", Flavor::GitLab),
     ] {
         assert!(out.contains("about to fail"), "{out}");
         assert!(out.contains("starting"), "{out}");
     }
-    let kite = text(replay(buildkite::printer(Vec::new(), false), "failure").into_inner());
+    let kite = render_flavor("failure", Flavor::Buildkite);
     let error_line = kite
         .lines()
         .position(|l| l.contains("ERROR: process"))
@@ -246,4 +326,55 @@ fn failure_output_is_shown() {
             .is_some_and(|l| l.ends_with("^^^ +++")),
         "{kite}"
     );
+}
+
+/// A restarted step's DONE time covers all its runs, as buildctl's does:
+/// checked against the runs in the recorded stream, merged here. A
+/// progress group (`COPY --link`) is timed over all its members' runs.
+#[test]
+fn restarted_steps_are_timed_over_all_their_runs() {
+    for (stream, shown) in [
+        ("live-push", "exporting to image"),
+        ("live-restart", "exporting to image"),
+        ("live-restart", "[stage-1 2/3] COPY --link Dockerfile /d"),
+    ] {
+        // Every run of the step's vertices, keyed by start.
+        let mut runs: std::collections::BTreeMap<SystemTime, SystemTime> = Default::default();
+        for u in updates(stream) {
+            let of_step = u.vertexes.iter().filter(|v| match &v.progress_group {
+                Some(g) => g.name == shown,
+                None => v.name == shown,
+            });
+            for v in of_step {
+                if let (Some(a), Some(b)) = (v.started, v.completed) {
+                    runs.insert(a, b);
+                }
+            }
+        }
+        assert!(runs.len() >= 2, "{stream}: {shown} ran once");
+        let mut total = Duration::ZERO;
+        let mut end = SystemTime::UNIX_EPOCH;
+        for (a, b) in runs {
+            let a = a.max(end);
+            if b > a {
+                total += b.duration_since(a).unwrap_or_default();
+            }
+            end = end.max(b);
+        }
+        let plain = render_plain(stream, PlainOptions::default());
+        let number = plain
+            .lines()
+            .find_map(|l| l.strip_suffix(&format!(" {shown}")))
+            .unwrap_or_else(|| panic!("{stream}: no block for {shown}\n{plain}"));
+        let done = plain
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("{number} DONE ")))
+            .unwrap_or_else(|| panic!("{stream}: {shown} not done\n{plain}"));
+        assert_eq!(
+            done,
+            format!("{:.1}s", total.as_secs_f64()),
+            "{stream}: {shown}\n{plain}"
+        );
+    }
 }

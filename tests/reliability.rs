@@ -453,24 +453,6 @@ fn special_files_and_odd_names_are_sent_as_buildctl_sends_them() {
 }
 
 #[test]
-fn a_non_utf8_name_fails_the_build_naming_it() {
-    use std::os::unix::ffi::OsStrExt;
-    let ctx = context();
-    write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY . /\n");
-    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
-    std::fs::write(ctx.path().join(name), "latin-1").expect("write");
-    let run = bkd_limited(&["build", "."], ctx.path(), &[]);
-    assert_fails(
-        &run,
-        1,
-        "file name is not valid UTF-8 and cannot be sent: caf\\xe9.txt",
-    );
-    // Ignored, it is no obstacle.
-    write(ctx.path(), ".dockerignore", "caf*\n");
-    bkd_limited(&["build", "."], ctx.path(), &[]).assert_ok();
-}
-
-#[test]
 fn a_hundred_thousand_entries_arrive() {
     let ctx = context();
     let many = ctx.path().join("many");

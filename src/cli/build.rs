@@ -1,14 +1,17 @@
 //! `bkd build`: flags, their resolution into a build spec, and the command.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
 use clap::Args;
 
+use super::buildx::{self, BuildxArgs, Destination};
 use super::cache::{cache_exports, cache_imports};
 use super::daemon::DaemonNeeds;
+use super::inputs::BuildInputs;
 use super::output::parse_output;
 use super::progress::{build_end, display_for, ProgressMode};
 use super::secret::{parse_secret, SecretSource};
@@ -23,11 +26,11 @@ use crate::text::escape_path;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory
+    /// Build context: a directory, a Git or HTTP(S) URL, or - (a Dockerfile on stdin, no context)
     #[arg(default_value = ".", value_name = "CONTEXT")]
     pub context: PathBuf,
 
-    /// Dockerfile path (default: CONTEXT/Dockerfile)
+    /// Dockerfile path (default: CONTEXT/Dockerfile); - reads it from stdin
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub file: Option<PathBuf>,
 
@@ -91,87 +94,25 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
 
-    /// Progress output (see docs/progress.md)
-    #[arg(long, value_enum, default_value = "auto", env = "BKD_PROGRESS")]
-    pub progress: ProgressMode,
+    /// Progress output (see docs/progress.md); default: BUILDKIT_PROGRESS, else auto
+    #[arg(long, value_enum, env = "BKD_PROGRESS")]
+    pub progress: Option<ProgressMode>,
 
     /// Write the build result (image digest, ...) as JSON to this file
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub buildx: BuildxArgs,
+
+    #[command(flatten)]
+    pub spawned: super::daemon::SpawnedDaemonArgs,
+
+    #[command(flatten)]
+    pub ci: super::ci::CiArgs,
 }
 
-/// A Dockerfile must be a readable file, reported before any daemon starts.
-pub(super) fn check_dockerfile_file(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Error::Input(format!(
-            "cannot read Dockerfile {}: {}",
-            crate::text::escape_path(path),
-            io_reason(&e)
-        ))
-    })?;
-    if !meta.is_file() {
-        return Err(Error::Input(format!(
-            "Dockerfile {} is not a file",
-            crate::text::escape_path(path)
-        )));
-    }
-    Ok(())
-}
-
-/// The Dockerfile location, split the way the frontend wants it: the
-/// directory served as the `dockerfile` local and the name inside it.
-fn dockerfile_location(context: &Path, file: Option<&Path>) -> Result<(PathBuf, String)> {
-    let path = match file {
-        Some(f) => f.to_path_buf(),
-        None => context.join("Dockerfile"),
-    };
-    check_dockerfile_file(&path)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "Dockerfile name {} is not valid UTF-8",
-                crate::text::escape_path(&path)
-            ))
-        })?
-        .to_string();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let dir = dir.canonicalize().map_err(|e| {
-        Error::Input(format!(
-            "cannot read directory {}: {}",
-            crate::text::escape_path(dir),
-            io_reason(&e)
-        ))
-    })?;
-    Ok((dir, name))
-}
-
-fn context_dir(context: &Path) -> Result<PathBuf> {
-    let meta = std::fs::metadata(context).map_err(|e| {
-        Error::Input(format!(
-            "cannot read build context {}: {}",
-            crate::text::escape_path(context),
-            io_reason(&e)
-        ))
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::Input(format!(
-            "build context {} is not a directory",
-            crate::text::escape_path(context)
-        )));
-    }
-    context.canonicalize().map_err(|e| {
-        Error::Input(format!(
-            "cannot read build context {}: {}",
-            crate::text::escape_path(context),
-            io_reason(&e)
-        ))
-    })
-}
+pub(super) use super::inputs::check_dockerfile_file;
 
 fn key_value<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
     match s.split_once('=') {
@@ -183,13 +124,10 @@ fn key_value<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
 }
 
 /// Resolves the typed flags into frontend attributes and exporters.
-pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
-    let context = context_dir(&args.context)?;
-    let (dockerfile_dir, dockerfile_name) =
-        dockerfile_location(&args.context, args.file.as_deref())?;
-
+pub fn resolve(args: &BuildArgs, inputs: &BuildInputs) -> Result<BuildSpec> {
     let mut attrs = HashMap::new();
-    attrs.insert("filename".to_string(), dockerfile_name);
+    let mut locals = LocalDirs::default();
+    let key_dir = inputs.apply(args.file.as_deref(), &mut attrs, &mut locals)?;
     if let Some(t) = &args.target {
         attrs.insert("target".into(), t.clone());
     }
@@ -228,30 +166,20 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         attrs.insert("no-cache".into(), String::new());
     }
     if let Some(p) = &args.platform {
+        super::reference::check_platforms(p).map_err(Error::Usage)?;
         attrs.insert("platform".into(), p.clone());
     }
 
-    let mut exports = resolve_outputs(&args.outputs)?;
+    let mut exports = resolve_outputs(&exporting_outputs(&args.outputs))?;
     let tags = image_tags(args)?;
-    if !tags.is_empty() {
-        let mut image_attrs = HashMap::new();
-        image_attrs.insert("name".to_string(), tags.join(","));
-        if args.push {
-            image_attrs.insert("push".into(), "true".into());
-        }
-        exports.push(ExportSpec {
-            kind: "image".into(),
-            attrs: image_attrs,
-            target: None,
-        });
-    }
+    buildx::name_outputs(&tags, args.push, &mut exports);
+    buildx::annotate(&args.buildx, &mut exports)?;
 
-    let mut locals = LocalDirs::default();
-    locals.insert("context", context.clone());
-    locals.insert("dockerfile", dockerfile_dir);
     for spec in &args.build_contexts {
         named_context(spec, &mut attrs, &mut locals)?;
     }
+    let mut entitlements = args.allow.clone();
+    buildx::frontend_attrs(&args.buildx, &mut attrs, &mut entitlements)?;
 
     Ok(BuildSpec {
         frontend: "dockerfile.v0".into(),
@@ -263,9 +191,60 @@ pub fn resolve(args: &BuildArgs) -> Result<BuildSpec> {
         docker_config: docker_config()?,
         secrets: secrets(&args.secrets)?,
         ssh: super::ssh::agent_sockets(&args.ssh)?,
-        shared_key: shared_key(&context),
-        entitlements: args.allow.clone(),
+        shared_key: shared_key(&key_dir),
+        entitlements,
+        subrequest: None,
     })
+}
+
+/// Checks the command line alone, before stdin is read or anything
+/// starts: tags, platforms, output specs and the buildx flags (exit 2).
+/// Returns where the result goes, for the one warning.
+pub fn check_command_line(args: &BuildArgs) -> Result<Destination> {
+    for t in &args.tags {
+        super::reference::check_reference("--tag", t).map_err(Error::Usage)?;
+    }
+    if let Some(p) = &args.platform {
+        super::reference::check_platforms(p).map_err(Error::Usage)?;
+    }
+    buildx::check(&args.buildx, args.no_cache)?;
+    let mut exports = exporting_outputs(&args.outputs)
+        .iter()
+        .map(|o| parse_output(o).map_err(Error::Usage))
+        .collect::<Result<Vec<ExportSpec>>>()?;
+    for e in &exports {
+        if let Some(name) = e.attrs.get("name") {
+            for n in name.split(',').filter(|n| !n.is_empty()) {
+                super::reference::check_reference("--output name", n).map_err(Error::Usage)?;
+            }
+        }
+    }
+    let tags = image_tags(args)?;
+    for t in &tags {
+        super::reference::check_reference("BKD_TAGS", t).map_err(Error::Usage)?;
+    }
+    let destination = buildx::name_outputs(&tags, args.push, &mut exports);
+    // Exported cache is a result that goes somewhere, and buildx's
+    // `type=cacheonly` says the cache is all that is wanted.
+    let cache_only = exporting_outputs(&args.outputs).len() < args.outputs.len();
+    if destination == Destination::Nowhere && (!args.cache_to.is_empty() || cache_only) {
+        return Ok(Destination::Somewhere);
+    }
+    Ok(destination)
+}
+
+/// The `--output` values that export something: buildx's
+/// `type=cacheonly` only silences the no-output warning.
+fn exporting_outputs(outputs: &[String]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter(|o| {
+            super::output::parse_attrs("--output", o).map_or(true, |a| {
+                a.get("type").map(String::as_str) != Some("cacheonly")
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 /// One `--build-context NAME=VALUE`: a directory becomes an extra local
@@ -338,6 +317,13 @@ pub(super) fn resolve_outputs(specs: &[String]) -> Result<Vec<ExportSpec>> {
             })?,
             Some(OutputTarget::Dir(p)) => check_output_parent(p)?,
             _ => {}
+        }
+        if e.target == Some(OutputTarget::Stdout) && std::io::stdout().is_terminal() {
+            return Err(Error::Usage(format!(
+                "refusing to write the {} output to a terminal: redirect stdout (dest=- > FILE) \
+                 or give dest=FILE",
+                e.kind
+            )));
         }
     }
     Ok(exports)
@@ -467,6 +453,10 @@ pub async fn write_metadata(dest: &FileDest, response: &HashMap<String, String>)
 /// How a build is run, apart from what it builds.
 pub struct Job<'a> {
     pub progress: ProgressMode,
+    /// Filled with the build's steps for a CI report.
+    pub tally: Option<crate::ci::record::SharedTally>,
+    /// Said once, when the build starts on a daemon.
+    pub warning: Option<String>,
     pub metadata_file: Option<&'a Path>,
     pub needs: DaemonNeeds,
 }
@@ -475,14 +465,173 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
     for host in &args.insecure_registries {
         crate::daemon::config::check_registry_host(host).map_err(Error::Usage)?;
     }
+    let destination = check_command_line(&args)?;
+    let call = buildx::call_request(&args.buildx)?;
+    let spawned_config = args.spawned.resolve()?;
+    let mut entitlements = args.allow.clone();
+    buildx::frontend_attrs(&args.buildx, &mut HashMap::new(), &mut entitlements)?;
+    let image_id = ImageIdOutputs::check(&args.buildx, &exporting_outputs(&args.outputs))?;
+    let progress = if args.buildx.quiet {
+        ProgressMode::Quiet
+    } else {
+        super::progress::requested(args.progress)?
+    };
+    let ci = args
+        .ci
+        .resolve(|text| notice(progress, global.debug, text))?;
+    let inputs = BuildInputs::prepare(&args.context, args.file.as_deref())?;
+    let warning = destination
+        .warning(global.addr.is_none())
+        .filter(|_| call.is_none());
+    image_id.clear_stale()?;
+    let started = std::time::Instant::now();
     let job = Job {
-        progress: args.progress,
+        tally: ci.tally(),
+        warning,
+        progress,
         metadata_file: args.metadata_file.as_deref(),
         needs: DaemonNeeds {
             insecure_registries: args.insecure_registries.clone(),
+            config: spawned_config,
+            entitlements,
         },
     };
-    execute(global, job, || resolve(&args)).await
+    let subrequest = call.as_ref().map(|c| c.name.clone());
+    let outcome = execute(global, job, || {
+        let mut spec = resolve(&args, &inputs)?;
+        if subrequest.is_some() {
+            spec.subrequest = subrequest.clone();
+            spec.exports.clear();
+            spec.cache_exports.clear();
+        }
+        Ok(spec)
+    })
+    .await;
+    let published = ci.publish(&build_end(started, &outcome));
+    let outcome = outcome?;
+    if let Some(call) = &call {
+        return super::call::print(call, &outcome.call_result);
+    }
+    image_id.write(&outcome.exporter_response)?;
+    published
+}
+
+/// One line for the user before the build, in the form the progress mode
+/// keeps: timestamped on Buildkite; left out where stderr is only errors
+/// and the result (quiet) or a JSON stream (rawjson).
+pub(super) fn notice(mode: ProgressMode, debug: bool, text: &str) {
+    use super::progress::Resolved;
+    use crate::progress::plain::Flavor;
+    let stderr_is_tty = std::io::stderr().is_terminal();
+    match super::progress::resolve(mode, debug, stderr_is_tty, crate::ci::CiSystem::detect()) {
+        Resolved::Quiet | Resolved::Rawjson => {}
+        Resolved::Text {
+            flavor: Flavor::Buildkite,
+            ..
+        } => {
+            let stamp = crate::progress::cilog::buildkite_timestamp(std::time::SystemTime::now());
+            eprintln!("{stamp}{text}");
+        }
+        Resolved::Text { .. } | Resolved::Tty => eprintln!("{text}"),
+    }
+}
+
+/// `--iidfile` and `-q`: the image ID, as buildx defines it, to a file and
+/// to stdout.
+struct ImageIdOutputs<'a> {
+    file: Option<&'a Path>,
+    print: bool,
+}
+
+impl<'a> ImageIdOutputs<'a> {
+    fn check(args: &'a BuildxArgs, outputs: &[String]) -> Result<ImageIdOutputs<'a>> {
+        let exports = outputs
+            .iter()
+            .map(|o| parse_output(o).map_err(Error::Usage))
+            .collect::<Result<Vec<ExportSpec>>>()?;
+        if args.iidfile.is_some() && exports.iter().any(|e| e.kind == "tar" || e.kind == "local") {
+            return Err(Error::Usage(
+                "--iidfile cannot be used with tar or local outputs, which have no image ID".into(),
+            ));
+        }
+        if args.quiet
+            && exports
+                .iter()
+                .any(|e| e.target == Some(OutputTarget::Stdout))
+        {
+            return Err(Error::Usage(
+                "-q prints the image ID on stdout, where dest=- writes the output: drop one".into(),
+            ));
+        }
+        if let Some(f) = &args.iidfile {
+            check_output_parent(f)?;
+        }
+        Ok(ImageIdOutputs {
+            file: args.iidfile.as_deref(),
+            print: args.quiet,
+        })
+    }
+
+    /// A failed build must not leave an earlier build's ID behind.
+    fn clear_stale(&self) -> Result<()> {
+        let Some(f) = self.file else { return Ok(()) };
+        match std::fs::remove_file(f) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::OutputWrite(format!(
+                "cannot remove the old image ID file {}: {}",
+                escape_path(f),
+                io_reason(&e)
+            ))),
+        }
+    }
+
+    fn write(&self, response: &HashMap<String, String>) -> Result<()> {
+        let id = image_id(response);
+        if let Some(f) = self.file {
+            write_file_atomic(f, id.as_bytes(), "image ID file")?;
+        }
+        if self.print {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{id}")
+                .and_then(|()| out.flush())
+                .map_err(|e| {
+                    Error::OutputWrite(format!("cannot print the image ID: {}", io_reason(&e)))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The image ID as buildx reports it: the config digest of a
+/// single-manifest image, else the digest of the manifest or index.
+pub fn image_id(response: &HashMap<String, String>) -> String {
+    response
+        .get("containerimage.config.digest")
+        .or_else(|| response.get("containerimage.digest"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it, so a
+/// reader never sees half of it.
+pub fn write_file_atomic(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
+    let parent = parent_dir(path);
+    let fail = |e: std::io::Error| {
+        Error::OutputWrite(format!(
+            "cannot write {what} {}: {}",
+            escape_path(path),
+            io_reason(&e)
+        ))
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bkd-write-")
+        .tempfile_in(&parent)
+        .map_err(fail)?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
 }
 
 /// Resolves the build (again for a retry: a build consumes its spec),
@@ -491,7 +640,7 @@ pub async fn execute(
     global: &GlobalArgs,
     job: Job<'_>,
     resolve: impl Fn() -> Result<BuildSpec>,
-) -> Result<()> {
+) -> Result<crate::client::solve::BuildOutcome> {
     let started = std::time::Instant::now();
     let spec = resolve()?;
     let metadata = job.metadata_file.map(FileDest::from);
@@ -503,13 +652,28 @@ pub async fn execute(
             ))
         })?;
     }
+
     let mut spec = Some(spec);
+    let mut warning = job.warning.clone();
     let outcome = super::daemon::run_on_daemon(global, &job.needs, |daemon| {
         let spec = spec.take().map_or_else(&resolve, Ok);
         let (progress, debug) = (job.progress, global.debug);
         let metadata = metadata.clone();
+        // Said once, when a daemon is there to build (not again on a retry).
+        if let Some(w) = warning.take() {
+            notice(progress, debug, &w);
+        }
+        let tally = job.tally.clone();
         async move {
-            let (outcome, mut display) = build(&daemon, spec?, display_for(progress, debug)).await;
+            let mut display = display_for(progress, debug);
+            if let Some(t) = tally {
+                // A retried build reports its own steps only.
+                if let Ok(mut fresh) = t.lock() {
+                    *fresh = Default::default();
+                }
+                display = Box::new(crate::ci::record::Recording::new(display, t));
+            }
+            let (outcome, mut display) = build(&daemon, spec?, display).await;
             display.summary(&build_end(started, &outcome));
             let outcome = outcome?;
             if let Some(dest) = &metadata {
@@ -520,7 +684,7 @@ pub async fn execute(
     })
     .await?;
     for w in &outcome.written {
-        tracing::debug!(path = %w.display(), "output written");
+        tracing::debug!(path = %escape_path(w), "output written");
     }
-    Ok(())
+    Ok(outcome)
 }

@@ -99,7 +99,7 @@ pub enum BuildctlCommand {
 #[derive(Debug, Subcommand)]
 pub enum BuildctlDebug {
     /// List the daemon's workers
-    Workers,
+    Workers(super::workers::WorkersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,9 +108,9 @@ pub struct BuildctlBuildArgs {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
 
-    /// Progress output
-    #[arg(long, value_enum, env = "BKD_PROGRESS", default_value = "auto")]
-    pub progress: ProgressMode,
+    /// Progress output; default: BUILDKIT_PROGRESS, else auto
+    #[arg(long, value_enum, env = "BKD_PROGRESS")]
+    pub progress: Option<ProgressMode>,
 
     /// Local directory the build can read: NAME=DIR (context, dockerfile, or a named context)
     #[arg(long = "local", value_name = "NAME=DIR")]
@@ -248,6 +248,7 @@ impl BuildctlGlobal {
         }
         Ok(GlobalArgs {
             addr: self.addr.clone(),
+            env_addr: None,
             tlscacert: ca,
             tlscert: cert,
             tlskey: key,
@@ -264,7 +265,9 @@ pub async fn run(cli: BuildctlCli) -> Result<()> {
     let global = cli.global.to_global()?;
     match cli.command {
         BuildctlCommand::Build(args) => build(&global, &args).await,
-        BuildctlCommand::Debug(BuildctlDebug::Workers) => super::workers(&global).await,
+        BuildctlCommand::Debug(BuildctlDebug::Workers(args)) => {
+            super::workers::run(&global, &args).await
+        }
         BuildctlCommand::Other(words) => Err(Error::Usage(format!(
             "buildctl command {:?} is not supported by bkd (supported: build, debug workers)",
             words.first().map(String::as_str).unwrap_or_default()
@@ -275,11 +278,16 @@ pub async fn run(cli: BuildctlCli) -> Result<()> {
 async fn build(global: &GlobalArgs, args: &BuildctlBuildArgs) -> Result<()> {
     reject_unsupported(args)?;
     let job = Job {
-        progress: args.progress,
+        progress: super::progress::requested(args.progress)?,
+        tally: None,
+        warning: None,
         metadata_file: args.metadata_file.as_deref(),
-        needs: DaemonNeeds::default(),
+        needs: DaemonNeeds {
+            entitlements: args.allow.clone(),
+            ..Default::default()
+        },
     };
-    execute(global, job, || resolve(args)).await
+    execute(global, job, || resolve(args)).await.map(drop)
 }
 
 fn reject_unsupported(args: &BuildctlBuildArgs) -> Result<()> {
@@ -417,6 +425,7 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
         ssh: super::ssh::agent_sockets(&args.ssh)?,
         shared_key: shared_key(&key_dir),
         entitlements: args.allow.clone(),
+        subrequest: None,
         locals,
     })
 }
@@ -475,7 +484,7 @@ mod tests {
         assert_eq!(b.frontend.as_deref(), Some("dockerfile.v0"));
         assert_eq!(b.locals, ["context=.", "dockerfile=."]);
         assert_eq!(b.opts, ["filename=Dockerfile", "build-arg:VERSION=1"]);
-        assert_eq!(b.progress, ProgressMode::Plain);
+        assert_eq!(b.progress, Some(ProgressMode::Plain));
     }
 
     #[test]

@@ -9,11 +9,12 @@ use std::time::Duration;
 use clap::Args;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::GlobalArgs;
+use super::{DaemonSource, GlobalArgs};
 use crate::client::Daemon;
 use crate::daemon::probe::{self, Probes, RealHost};
 use crate::daemon::{self, advice, Mode, ModeRequest, RunningDaemon, SpawnPlan};
 use crate::error::{Error, Result};
+use crate::transport::Address;
 
 /// Flags for the daemon bkd spawns when no `--addr` is given.
 #[derive(Debug, Clone, Args)]
@@ -363,12 +364,169 @@ fn is_sandbox_failure(e: &Error) -> bool {
         if advice::classify(step_logs) == Some(advice::PROCFS_MOUNT))
 }
 
+/// `--daemon-timeout` as given: with an address, how long to wait for a
+/// daemon to appear there (a sidecar starting alongside); unset, a missing
+/// daemon is an error at once.
+fn args_timeout(global: &GlobalArgs) -> Option<Duration> {
+    global.daemon.daemon_timeout.map(Duration::from_secs)
+}
+
+/// Waits until something listens at `addr`, up to `timeout`.
+async fn wait_for_listener(addr: &str, timeout: Duration) -> Result<()> {
+    let Ok(address) = Address::parse(addr) else {
+        // The connection names the malformed address.
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let probe = address.clone();
+        if tokio::task::spawn_blocking(move || super::listens(&probe))
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return Err(Error::Daemon(format!(
+                "no buildkitd at {} after waiting {}s (--daemon-timeout)",
+                crate::text::escape_str(addr),
+                timeout.as_secs()
+            )));
+        }
+        if !told && waited >= Duration::from_secs(1) {
+            eprintln!(
+                "bkd: waiting up to {}s for buildkitd at {}",
+                timeout.as_secs(),
+                crate::text::escape_str(addr)
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// What a command asks of the daemon it runs on.
 #[derive(Debug, Default)]
 pub struct DaemonNeeds {
     /// Registries to reach over plain HTTP; only a spawned daemon can be
     /// configured that way.
     pub insecure_registries: Vec<String>,
+    /// Mirrors, CAs and step log limits for the daemon bkd starts.
+    pub config: SpawnedConfig,
+    /// Entitlements the build asks for (`--allow`): granted to the daemon
+    /// bkd starts.
+    pub entitlements: Vec<String>,
+}
+
+/// Settings of the daemon bkd starts, from `bkd build`'s flags.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Spawned daemon (when no --addr is given)")]
+pub struct SpawnedDaemonArgs {
+    /// Pull REGISTRY's images through MIRROR: REGISTRY=MIRROR, e.g. docker.io=mirror.example.com (repeatable)
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=MIRROR")]
+    pub registry_mirrors: Vec<String>,
+
+    /// Trust the CA certificate in FILE for REGISTRY: REGISTRY=FILE (repeatable)
+    #[arg(long = "registry-ca", value_name = "REGISTRY=FILE")]
+    pub registry_cas: Vec<String>,
+
+    /// Most bytes of output kept per build step, e.g. 10m; -1 for no limit [buildkitd's default: 2m]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub step_log_max_size: Option<String>,
+
+    /// Most bytes of output per second kept per build step, e.g. 1m; -1 for no limit [buildkitd's default: 200k]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub step_log_max_speed: Option<String>,
+}
+
+/// [`SpawnedDaemonArgs`], checked.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnedConfig {
+    pub mirrors: Vec<(String, String)>,
+    pub cas: Vec<(String, PathBuf)>,
+    /// buildkitd's environment for the step log limits.
+    pub env: Vec<(String, String)>,
+}
+
+impl SpawnedDaemonArgs {
+    /// Checks the values (a CA file must be readable now).
+    pub fn resolve(&self) -> Result<SpawnedConfig> {
+        let mut config = SpawnedConfig::default();
+        for m in &self.registry_mirrors {
+            config
+                .mirrors
+                .push(daemon::config::parse_mirror(m).map_err(Error::Usage)?);
+        }
+        for c in &self.registry_cas {
+            config
+                .cas
+                .push(daemon::config::parse_ca(c).map_err(Error::Input)?);
+        }
+        for (flag, value, var) in [
+            (
+                "--step-log-max-size",
+                &self.step_log_max_size,
+                STEP_LOG_MAX_SIZE,
+            ),
+            (
+                "--step-log-max-speed",
+                &self.step_log_max_speed,
+                STEP_LOG_MAX_SPEED,
+            ),
+        ] {
+            if let Some(v) = value {
+                config.env.push((var.to_string(), step_log_limit(flag, v)?));
+            }
+        }
+        Ok(config)
+    }
+}
+
+const STEP_LOG_MAX_SIZE: &str = "BUILDKIT_STEP_LOG_MAX_SIZE";
+const STEP_LOG_MAX_SPEED: &str = "BUILDKIT_STEP_LOG_MAX_SPEED";
+
+/// A step log limit as buildkitd reads it: bytes that fit in 32 bits, or
+/// -1 for none.
+fn step_log_limit(flag: &str, value: &str) -> Result<String> {
+    if value.trim() == "-1" {
+        return Ok("-1".into());
+    }
+    super::buildx::parse_mem_bytes(value)
+        .filter(|b| *b <= i32::MAX as u64)
+        .map(|b| b.to_string())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "invalid {flag} {:?}: expected a size below 2g such as 10m, or -1 for no limit",
+                crate::text::escape_str(value)
+            ))
+        })
+}
+
+/// The entitlements buildkitd grants only when started with
+/// `--allow-insecure-entitlement`.
+const DAEMON_ENTITLEMENTS: &[&str] = &["network.host", "security.insecure", "device"];
+
+/// The daemon flags that grant what the build asks for and the flags do
+/// not grant already.
+fn entitlement_flags(wanted: &[String], flags: &[String]) -> Vec<String> {
+    let granted = |name: &str| {
+        flags
+            .windows(2)
+            .any(|w| w[0] == "--allow-insecure-entitlement" && w[1] == name)
+            || flags
+                .iter()
+                .any(|f| f == &format!("--allow-insecure-entitlement={name}"))
+    };
+    let mut out: Vec<String> = Vec::new();
+    for w in wanted {
+        let name = w.split_once('=').map_or(w.as_str(), |(n, _)| n);
+        if DAEMON_ENTITLEMENTS.contains(&name) && !granted(name) && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 /// Runs `job` on the daemon this command uses. With `--addr` that daemon is
@@ -385,12 +543,29 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let mut signals = Signals::install()?;
-    if let Some(addr) = &global.addr {
+    let target = match global.daemon_source() {
+        DaemonSource::Flag(a) | DaemonSource::Env(a) => Some(a),
+        DaemonSource::EnvUnserved(a) => {
+            eprintln!(
+                "bkd: nothing listens at BUILDKIT_HOST={} (base images set it without running a \
+                 daemon); starting buildkitd for this command (pass --addr to use that address)",
+                crate::text::escape_str(&a)
+            );
+            None
+        }
+        DaemonSource::Spawn => None,
+    };
+    if let Some(addr) = &target {
         if let Some(host) = needs.insecure_registries.first() {
+            let host = crate::text::escape_str(host);
             return Err(Error::Usage(format!(
                 "--insecure-registry {host} configures the buildkitd bkd starts; with --addr \
                  add [registry.\"{host}\"] http = true to that daemon's buildkitd.toml"
             )));
+        }
+        refuse_spawned_config(&needs.config)?;
+        if let Some(secs) = args_timeout(global) {
+            interruptible(&mut signals, wait_for_listener(addr, secs)).await?;
         }
         let daemon = global.connect(addr).await?;
         return interruptible(&mut signals, job(daemon))
@@ -398,7 +573,18 @@ where
             .map_err(with_advice);
     }
     let args = &global.daemon;
-    let flags = daemon_flags(args)?;
+    let mut flags = daemon_flags(args)?;
+    let grants = entitlement_flags(&needs.entitlements, &flags);
+    if !grants.is_empty() {
+        eprintln!(
+            "bkd: granting {} to the buildkitd bkd starts (--allow-insecure-entitlement), as --allow asks",
+            grants.join(", ")
+        );
+        for g in grants {
+            flags.push("--allow-insecure-entitlement".into());
+            flags.push(g);
+        }
+    }
     let (buildkitd, rootlesskit) = binaries();
     let (probes, decision) = choose_with(args, &flags, &buildkitd, &rootlesskit);
     let decision = decision.map_err(Error::Input)?;
@@ -419,8 +605,13 @@ where
         stop_timeout: Duration::from_secs(args.stop_timeout),
         echo_log: global.debug,
         log_file: args.daemon_log.clone(),
-        insecure_registries: needs.insecure_registries.clone(),
         pid_namespace: probes.sandbox.is_ok(),
+        registries: daemon::config::Registries {
+            insecure: needs.insecure_registries.clone(),
+            mirrors: needs.config.mirrors.clone(),
+            cas: needs.config.cas.clone(),
+        },
+        env: needs.config.env.clone(),
     };
     let mut spawned = spawn(&plan, &mut signals, global.debug).await?;
     let mut outcome = on_spawned(&spawned, &mut signals, &mut job).await;
@@ -458,9 +649,69 @@ where
     outcome.result.map_err(with_advice)
 }
 
+/// Mirrors, CAs and step log limits configure the daemon bkd starts; a
+/// daemon behind `--addr` has its own configuration, so say what to set
+/// there.
+fn refuse_spawned_config(config: &SpawnedConfig) -> Result<()> {
+    use crate::text::{escape_path, escape_str};
+    if let Some((host, mirror)) = config.mirrors.first() {
+        return Err(Error::Usage(format!(
+            "--registry-mirror configures the buildkitd bkd starts; with --addr add \
+             [registry.\"{}\"] mirrors = [\"{}\"] to that daemon's buildkitd.toml",
+            escape_str(host),
+            escape_str(mirror)
+        )));
+    }
+    if let Some((host, ca)) = config.cas.first() {
+        return Err(Error::Usage(format!(
+            "--registry-ca configures the buildkitd bkd starts; with --addr add \
+             [registry.\"{}\"] ca = [\"{}\"] to that daemon's buildkitd.toml",
+            escape_str(host),
+            escape_path(ca)
+        )));
+    }
+    if let Some((var, value)) = config.env.first() {
+        return Err(Error::Usage(format!(
+            "the step log limits configure the buildkitd bkd starts; with --addr start that \
+             daemon with {var}={value} in its environment"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entitlements_are_granted_once_and_only_when_missing() {
+        let wanted: Vec<String> = ["network.host", "security.insecure", "network.host", "other"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            entitlement_flags(&wanted, &[]),
+            ["network.host", "security.insecure"]
+        );
+        let flags: Vec<String> = ["--allow-insecure-entitlement", "network.host"]
+            .map(String::from)
+            .into();
+        assert_eq!(entitlement_flags(&wanted, &flags), ["security.insecure"]);
+        let flags = vec!["--allow-insecure-entitlement=security.insecure".to_string()];
+        assert_eq!(entitlement_flags(&wanted, &flags), ["network.host"]);
+        assert_eq!(
+            entitlement_flags(&["device=/dev/kvm".to_string()], &[]),
+            ["device"]
+        );
+    }
+
+    #[test]
+    fn step_log_limits_fit_buildkitd() {
+        assert_eq!(step_log_limit("f", "10m").expect("size"), "10485760");
+        assert_eq!(step_log_limit("f", "-1").expect("none"), "-1");
+        assert_eq!(step_log_limit("f", "4096").expect("bytes"), "4096");
+        assert!(step_log_limit("f", "3g").is_err());
+        assert!(step_log_limit("f", "lots").is_err());
+    }
 
     #[test]
     fn retries_map_to_the_scripts_wait() {

@@ -3,13 +3,20 @@
 
 pub mod build;
 pub mod buildctl;
+pub mod buildx;
 pub mod cache;
+pub mod call;
+pub mod ci;
 pub mod daemon;
 pub mod doctor;
+pub mod inputs;
+pub mod manual;
 pub mod output;
 pub mod progress;
+pub mod reference;
 pub mod secret;
 pub mod ssh;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 
@@ -39,9 +46,16 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// buildkitd address: unix:///path/to/buildkitd.sock or tcp://host:port
-    #[arg(long, env = "BUILDKIT_HOST", global = true, value_name = "URL")]
+    /// buildkitd address: unix:///path/to/buildkitd.sock or tcp://host:port (with
+    /// --daemon-timeout, waits that long for a daemon to appear there). Env BUILDKIT_HOST is
+    /// used when something listens there or no buildkitd is installed here
+    #[arg(long, global = true, value_name = "URL")]
     pub addr: Option<String>,
+
+    /// `BUILDKIT_HOST`, read for bkd's own command line only (the
+    /// buildctl-daemonless.sh mode ignores it, as the script does).
+    #[arg(skip)]
+    pub env_addr: Option<String>,
 
     /// CA certificate to verify a tcp:// daemon with (enables TLS)
     #[arg(long, global = true, value_name = "FILE")]
@@ -80,6 +94,16 @@ pub enum Command {
     Debug(DebugCommand),
     /// Check what this environment allows and which mode bkd would use
     Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of bkd, or of one command: bkd man build | man -l -
+    Man {
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
     /// Run a buildctl command line as buildctl-daemonless.sh does (`bkd daemonless build --frontend dockerfile.v0 ...`)
     #[command(disable_help_flag = true)]
     Daemonless {
@@ -96,7 +120,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
     /// List the daemon's workers (a readiness check)
-    Workers,
+    Workers(workers::WorkersArgs),
 }
 
 impl GlobalArgs {
@@ -114,6 +138,130 @@ impl GlobalArgs {
         let address = Address::parse(addr).map_err(|e| Error::Usage(e.to_string()))?;
         Daemon::connect(&address, &self.tls()).await
     }
+}
+
+/// Where the daemon a command runs on comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonSource {
+    /// `--addr`: used as given (waiting `--daemon-timeout` for a sidecar).
+    Flag(String),
+    /// `BUILDKIT_HOST` with a daemon listening there, or with no buildkitd
+    /// to start here: used as given.
+    Env(String),
+    /// `BUILDKIT_HOST` names an address nothing listens at, while a
+    /// buildkitd is installed (base images set the variable without
+    /// running a daemon): bkd starts its own.
+    EnvUnserved(String),
+    /// Nothing set: bkd starts its own.
+    Spawn,
+}
+
+impl GlobalArgs {
+    /// Resolves `--addr` and `BUILDKIT_HOST` into the daemon to use.
+    pub fn daemon_source(&self) -> DaemonSource {
+        if let Some(a) = &self.addr {
+            return DaemonSource::Flag(a.clone());
+        }
+        let Some(env) = &self.env_addr else {
+            return DaemonSource::Spawn;
+        };
+        let (buildkitd, _) = daemon::binaries();
+        let installed = crate::daemon::probe::which(&buildkitd).is_some();
+        match Address::parse(env) {
+            // A malformed value is the user's to fix: connecting names it.
+            Err(_) => DaemonSource::Env(env.clone()),
+            Ok(a) if !installed || listens(&a) => DaemonSource::Env(env.clone()),
+            Ok(_) => DaemonSource::EnvUnserved(env.clone()),
+        }
+    }
+}
+
+/// Whether anything accepts connections at `addr` now: false for a missing
+/// socket or a refused connection; true for anything else (a daemon, or a
+/// listener whose errors the real connection reports).
+pub fn listens(addr: &Address) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    let attempt = match addr {
+        Address::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
+        Address::Tcp { host, port } => {
+            use std::net::ToSocketAddrs;
+            match (host.as_str(), *port).to_socket_addrs() {
+                Ok(mut addrs) => match addrs.next() {
+                    Some(sa) => {
+                        std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(2))
+                            .map(drop)
+                    }
+                    None => return false,
+                },
+                Err(_) => return false,
+            }
+        }
+    };
+    !matches!(attempt, Err(e) if matches!(e.kind(), NotFound | ConnectionRefused))
+}
+
+/// The `address` line of `bkd doctor`: where the address comes from and
+/// whether a daemon answers there.
+pub async fn address_report(global: &GlobalArgs) {
+    let name = "address";
+    let answers = |addr: String| async move {
+        let Ok(a) = Address::parse(&addr) else {
+            return Err(format!(
+                "\"{}\" is not unix://PATH or tcp://HOST:PORT",
+                crate::text::escape_str(&addr)
+            ));
+        };
+        if !listens(&a) {
+            return Err("nothing listens there".to_string());
+        }
+        let attempt = async {
+            let d = Daemon::connect(&a, &global.tls()).await?;
+            d.workers().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+            Ok(Ok(w)) => Ok(format!("a daemon answers ({} workers)", w.len())),
+            Ok(Err(e)) => Err(format!("no daemon answers: {e}")),
+            Err(_) => Err("no answer within 5s".to_string()),
+        }
+    };
+    let show = |s: &str| crate::text::escape_str(s);
+    let (mark, text) = match global.daemon_source() {
+        DaemonSource::Spawn => (
+            "info",
+            "none set (--addr, BUILDKIT_HOST): bkd starts its own buildkitd".to_string(),
+        ),
+        DaemonSource::EnvUnserved(a) => (
+            "warn",
+            format!(
+                "BUILDKIT_HOST={} (environment, e.g. from the base image): nothing listens \
+                 there, so bkd starts its own buildkitd; pass --addr (with --daemon-timeout to \
+                 wait) to use it",
+                show(&a)
+            ),
+        ),
+        DaemonSource::Env(a) => match answers(a.clone()).await {
+            Ok(t) => (
+                "ok  ",
+                format!("BUILDKIT_HOST={} (environment): {t}", show(&a)),
+            ),
+            Err(t) => (
+                "FAIL",
+                format!("BUILDKIT_HOST={} (environment): {t}", show(&a)),
+            ),
+        },
+        DaemonSource::Flag(a) => match answers(a.clone()).await {
+            Ok(t) => ("ok  ", format!("--addr {}: {t}", show(&a))),
+            Err(t) => (
+                "FAIL",
+                format!(
+                    "--addr {}: {t} (with --daemon-timeout a build waits that long for a \
+                     daemon to appear there)",
+                    show(&a)
+                ),
+            ),
+        },
+    };
+    println!("[{mark}] {name:<25} {text}");
 }
 
 /// A command line: bkd's own, or buildctl's as `buildctl-daemonless.sh`
@@ -153,6 +301,10 @@ impl Invocation {
             parsed.global.debug |= cli.global.debug;
             return Invocation::Buildctl(parsed);
         }
+        let mut cli = cli;
+        cli.global.env_addr = std::env::var("BUILDKIT_HOST")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
         Invocation::Bkd(cli)
     }
 
@@ -171,17 +323,33 @@ pub async fn run(invocation: Invocation) -> Result<()> {
         Invocation::Buildctl(cli) => return buildctl::run(cli).await,
     };
     if cli.global.version {
-        println!("{}", version_report());
-        return Ok(());
+        return print_stdout(&format!("{}\n", version_report()));
     }
     match cli.command {
         Some(Command::Build(args)) => build::run(&cli.global, *args).await,
-        Some(Command::Debug(DebugCommand::Workers)) => workers(&cli.global).await,
+        Some(Command::Debug(DebugCommand::Workers(args))) => workers::run(&cli.global, &args).await,
         Some(Command::Doctor) => doctor::run(&cli.global).await,
+        Some(Command::Completion { shell }) => manual::completion(shell),
+        Some(Command::Man { command }) => manual::man(command.as_deref()),
         Some(Command::Daemonless { .. }) | None => Err(Error::Usage(
             "a command is required (see bkd --help)".into(),
         )),
     }
+}
+
+/// Data on stdout; a reader that went away is an output error, not a
+/// panic.
+pub(crate) fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            Error::OutputWrite(format!(
+                "cannot write to stdout: {}",
+                crate::error::io_reason(&e)
+            ))
+        })
 }
 
 /// `bkd --version`: bkd's version, then the buildkitd bkd would spawn.
@@ -192,37 +360,58 @@ fn version_report() -> String {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|o| crate::text::one_line(String::from_utf8_lossy(&o.stdout).trim()))
         .filter(|v| !v.is_empty());
     let daemon_line = match daemon_version {
         Some(v) => v,
-        None => format!("buildkitd: {buildkitd} not found or not runnable"),
+        None => format!(
+            "buildkitd: {} not found or not runnable",
+            crate::text::escape_str(&buildkitd)
+        ),
     };
     format!("bkd {}\n{daemon_line}", env!("CARGO_PKG_VERSION"))
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(crate) async fn workers(global: &GlobalArgs) -> Result<()> {
-    let workers =
-        daemon::run_on_daemon(
-            global,
-            &Default::default(),
-            |d| async move { d.workers().await },
-        )
-        .await?;
-    println!("{:<30}\tPLATFORMS", "ID");
-    for w in workers {
-        // What the daemon says, each kept to its line.
-        use crate::text::escape_str;
-        println!(
-            "{:<30}\t{}",
-            escape_str(&w.id),
-            escape_str(&w.platforms.join(","))
-        );
-        if global.debug {
-            for (k, v) in &w.labels {
-                println!("  {}={}", escape_str(k), escape_str(v));
-            }
-        }
+    #[test]
+    fn listens_tells_a_missing_or_refusing_socket_from_a_listener() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("d.sock");
+        assert!(!listens(&Address::Unix(path.clone())));
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        assert!(listens(&Address::Unix(path.clone())));
+        drop(listener);
+        // The socket file remains but nothing accepts: refused.
+        assert!(!listens(&Address::Unix(path)));
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        let addr = Address::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert!(listens(&addr));
+        drop(tcp);
+        assert!(!listens(&addr));
     }
-    Ok(())
+
+    #[test]
+    fn addr_flag_wins_and_an_unset_variable_spawns() {
+        let mut global = Cli::parse_from(["bkd", "doctor"]).global;
+        assert_eq!(global.daemon_source(), DaemonSource::Spawn);
+        global.env_addr = Some("tcp://127.0.0.1:1".into());
+        global.addr = Some("unix:///x.sock".into());
+        assert_eq!(
+            global.daemon_source(),
+            DaemonSource::Flag("unix:///x.sock".into())
+        );
+        // A malformed variable is used as given, so connecting names it.
+        global.addr = None;
+        global.env_addr = Some("bogus://x".into());
+        assert_eq!(
+            global.daemon_source(),
+            DaemonSource::Env("bogus://x".into())
+        );
+    }
 }

@@ -56,6 +56,9 @@ pub struct BuildSpec {
     pub shared_key: String,
     /// Extra entitlements (`network.host`, `security.insecure`, ...).
     pub entitlements: Vec<String>,
+    /// A frontend subrequest (`lint`, `outline`, `targets`) instead of a
+    /// build: run through the gateway API, nothing exported.
+    pub subrequest: Option<String>,
 }
 
 /// What a successful build returns.
@@ -63,13 +66,17 @@ pub struct BuildSpec {
 pub struct BuildOutcome {
     pub exporter_response: HashMap<String, String>,
     pub written: Vec<PathBuf>,
+    /// A subrequest's answer: the frontend result's metadata.
+    pub call_result: HashMap<String, Vec<u8>>,
 }
 
 /// Status messages keep coming for a moment after Solve returns; this long
 /// without one and the stream is considered drained.
 const STATUS_DRAIN: Duration = Duration::from_secs(5);
-/// Progress is drawn at most this often.
+/// Progress is drawn at most this often...
 const REDRAW: Duration = Duration::from_millis(100);
+/// ...and this long after the last message, so clocks move.
+const IDLE: Duration = Duration::from_millis(150);
 
 fn solve_request(spec: &BuildSpec, build_ref: &str, session_id: &str) -> SolveRequest {
     let exporters: Vec<Exporter> = spec
@@ -142,7 +149,22 @@ pub async fn build(
     if let Some(o) = &layout_output {
         content_stores.insert(super::oci_output::STORE_ID, o.dir.clone());
     }
-    let request = solve_request(&spec, &build_ref, &session_id);
+    let mut request = solve_request(&spec, &build_ref, &session_id);
+    let call = spec.subrequest.as_ref().map(|name| {
+        let opts = super::call::subrequest_opts(&request.frontend_attrs, name);
+        (spec.frontend.clone(), opts)
+    });
+    if call.is_some() {
+        // The build is opened without a frontend; bkd names it through
+        // the gateway. A subrequest exports nothing and stays out of the
+        // build history.
+        request.frontend.clear();
+        request.frontend_attrs.clear();
+        request.exporters.clear();
+        request.exporter_deprecated.clear();
+        request.exporter_attrs_deprecated.clear();
+        request.internal = true;
+    }
     let outputs: HashMap<u32, OutputTarget> = spec
         .exports
         .iter()
@@ -170,49 +192,63 @@ pub async fn build(
     let staged = session.staged_outputs();
     let secrets = session.secrets();
 
+    // The status stream is followed in this same future, not a task of
+    // its own: when the build is dropped (Ctrl-C), the display goes with it
+    // at once and can leave a clean screen.
     let mut status_client = daemon.control();
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
-    let status_ref = build_ref.clone();
-    let status_task = tokio::spawn(async move {
-        let stream = status_client
-            .status(StatusRequest { r#ref: status_ref })
-            .await;
+    let follow = async {
         let mut logs = LogTail::default();
-        let mut stream = match stream {
-            Ok(s) => s.into_inner(),
+        match status_client
+            .status(StatusRequest {
+                r#ref: build_ref.clone(),
+            })
+            .await
+        {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                follow_status(
+                    &mut stream,
+                    &mut client_steps,
+                    display.as_mut(),
+                    &mut logs,
+                    &mut done_rx,
+                )
+                .await;
+            }
             Err(status) => {
                 tracing::debug!(error = %status.message(), "status stream unavailable");
-                return (display, logs);
             }
-        };
-        follow_status(
-            &mut stream,
-            &mut client_steps,
-            display.as_mut(),
-            &mut logs,
-            &mut done_rx,
-        )
-        .await;
+        }
         while let Ok(update) = client_steps.try_recv() {
             display.update(&update);
         }
         display.finish();
-        (display, logs)
-    });
-
-    let solved = daemon.control().solve(request).await;
-    let _ = done_tx.send(true);
-    let (display, logs) = match status_task.await {
-        Ok(d) => d,
-        Err(e) => {
-            return (
-                Err(Error::Daemon(format!("progress display failed: {e}"))),
-                Box::new(crate::progress::plain::PlainPrinter::new(std::io::sink())),
-            )
-        }
+        logs
     };
+    let solve = async {
+        let solved = match call {
+            None => (daemon.control().solve(request).await, Ok(HashMap::new())),
+            Some((frontend, opts)) => {
+                let mut control = daemon.control();
+                let bridge = daemon.bridge();
+                tokio::join!(
+                    control.solve(request),
+                    super::call::run(bridge, &build_ref, &frontend, opts)
+                )
+            }
+        };
+        let _ = done_tx.send(true);
+        solved
+    };
+    let (logs, (solved, called)) = tokio::join!(follow, solve);
     let closed = session.close().await;
 
+    // A subrequest's own error says more than the build it ended.
+    let call_result = match called {
+        Ok(m) => m,
+        Err(status) => return (Err(solve_error(daemon.addr(), &status, logs)), display),
+    };
     let response = match solved {
         Ok(r) => r.into_inner(),
         // A local write or secret read that failed is the cause; the
@@ -224,6 +260,8 @@ pub async fn build(
             if let Some(message) = secrets.failure() {
                 return (Err(Error::Input(message)), display);
             }
+            let details = super::errdetails::decode(&status);
+            display.error_sources(&details.sources);
             return (Err(solve_error(daemon.addr(), &status, logs)), display);
         }
     };
@@ -255,15 +293,17 @@ pub async fn build(
         Ok(BuildOutcome {
             exporter_response: response.exporter_response,
             written,
+            call_result,
         }),
         display,
     )
 }
 
-/// Feeds status messages to the display, coalesced into batches of at most
-/// [`REDRAW`], as buildctl redraws: a step's start, transfer and completion
-/// that arrive together print as one block. After the solve is done the
-/// stream is read until it ends or stays quiet for [`STATUS_DRAIN`].
+/// Hands every status message to the display, in order and one by one
+/// (nothing merged, so no state change is lost), and has it redraw at most
+/// every [`REDRAW`] and after [`IDLE`] without messages, as buildctl does.
+/// After the solve is done the stream is read until it ends or stays quiet
+/// for [`STATUS_DRAIN`].
 async fn follow_status(
     stream: &mut tonic::Streaming<crate::proto::moby::buildkit::v1::StatusResponse>,
     client: &mut tokio::sync::mpsc::UnboundedReceiver<crate::progress::Update>,
@@ -271,45 +311,49 @@ async fn follow_status(
     logs: &mut LogTail,
     done: &mut tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut solved = *done.borrow();
+    let mut quiet = Duration::ZERO;
+    let mut last_draw: Option<tokio::time::Instant> = None;
     loop {
-        let first = if *done.borrow() {
-            match tokio::time::timeout(STATUS_DRAIN, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => return,
+        let next = tokio::select! {
+            n = stream.next() => Some(n),
+            // bkd's own steps ([auth] ...), drawn with the next refresh.
+            Some(update) = client.recv() => {
+                display.update(&update);
+                continue;
             }
-        } else {
-            tokio::select! {
-                n = stream.next() => n,
-                Some(update) = client.recv() => {
-                    display.update(&update);
-                    continue;
-                }
-                _ = done.changed() => continue,
+            changed = done.changed(), if !solved => {
+                solved = changed.is_err() || *done.borrow();
+                continue;
             }
+            _ = tokio::time::sleep(IDLE) => None,
         };
-        let mut batch = match first {
-            Some(Ok(msg)) => super::status::convert(msg),
-            Some(Err(status)) => {
+        match next {
+            None => {
+                display.refresh();
+                last_draw = Some(tokio::time::Instant::now());
+                if solved {
+                    quiet += IDLE;
+                    if quiet >= STATUS_DRAIN {
+                        return;
+                    }
+                }
+            }
+            Some(Some(Ok(msg))) => {
+                quiet = Duration::ZERO;
+                let update = super::status::convert(msg);
+                logs.extend(&update);
+                display.update(&update);
+                if last_draw.is_none_or(|t| t.elapsed() >= REDRAW) {
+                    display.refresh();
+                    last_draw = Some(tokio::time::Instant::now());
+                }
+            }
+            Some(Some(Err(status))) => {
                 tracing::debug!(error = %status.message(), "status stream ended");
                 return;
             }
-            None => return,
-        };
-        let deadline = tokio::time::Instant::now() + REDRAW;
-        let mut ended = false;
-        while let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await {
-            match next {
-                Some(Ok(msg)) => batch.merge(super::status::convert(msg)),
-                _ => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        display.update(&batch);
-        logs.extend(&batch);
-        if ended {
-            return;
+            Some(None) => return,
         }
     }
 }
@@ -328,7 +372,10 @@ fn solve_error(addr: &str, status: &tonic::Status, logs: LogTail) -> Error {
         // The daemon's text is printed as one line: a name in it (or a
         // daemon that is not to be trusted) cannot start a line of its own.
         _ => Error::BuildFailed {
-            message: format!("failed to solve: {}", one_line(status.message())),
+            message: match crate::session::explain_error(status.message()) {
+                Some(why) => format!("failed to solve: {}: {why}", one_line(status.message())),
+                None => format!("failed to solve: {}", one_line(status.message())),
+            },
             step_logs: logs.text,
         },
     }
@@ -355,11 +402,14 @@ struct LogTail {
 impl LogTail {
     const LIMIT: usize = 64 * 1024;
 
+    /// Keeps up to twice the limit before cutting, so the cost per byte
+    /// stays constant however much the steps log.
     fn extend(&mut self, update: &crate::progress::Update) {
         for log in &update.logs {
-            self.text.push_str(&String::from_utf8_lossy(&log.data));
+            let data = &log.data[log.data.len().saturating_sub(Self::LIMIT)..];
+            self.text.push_str(&String::from_utf8_lossy(data));
         }
-        if self.text.len() > Self::LIMIT {
+        if self.text.len() > 2 * Self::LIMIT {
             let mut cut = self.text.len() - Self::LIMIT;
             while !self.text.is_char_boundary(cut) {
                 cut += 1;

@@ -116,6 +116,20 @@ const KNOWN: &[(&[&str], Advice)] = &[
         },
     ),
     (
+        &["write to uid_map failed", "not permitted"],
+        Advice {
+            id: "newuidmap-denied",
+            cause: "newuidmap could not write the user namespace's uid_map: it is setuid root in \
+                    a container without CAP_SYS_ADMIN, or no_new_privs is set \
+                    (allowPrivilegeEscalation: false), or the subordinate ids lie outside a \
+                    hostUsers: false pod's ids (bkd doctor shows which)",
+            fix: "give newuidmap/newgidmap file capabilities in the image (chmod u-s, then \
+                  setcap cap_setuid+ep /usr/bin/newuidmap and cap_setgid+ep \
+                  /usr/bin/newgidmap), leave allowPrivilegeEscalation unset or true, and keep \
+                  /etc/subuid and /etc/subgid inside the pod's ids",
+        },
+    ),
+    (
         &["newuidmap", "executable file not found"],
         Advice {
             id: "no-newuidmap",
@@ -171,6 +185,10 @@ mod tests {
             (
                 "container_linux.go:367: starting container process caused: process_linux.go:495: container init caused: rootfs_linux.go:60: mounting \"proc\" to rootfs at \"/proc\" caused: mount proc:/proc, flags: 0xe: operation not permitted",
                 "procfs-mount",
+            ),
+            (
+                "[rootlesskit:parent] error: failed to setup UID/GID map: newuidmap 41 [0 1000 1 1 100000 65536] failed: newuidmap: write to uid_map failed: Operation not permitted\n: exit status 1",
+                "newuidmap-denied",
             ),
             (
                 "buildkitd: can't enable NoProcessSandbox without Rootless",

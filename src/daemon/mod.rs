@@ -33,12 +33,15 @@ pub struct SpawnPlan {
     pub echo_log: bool,
     /// Where to keep the daemon log; default: in the per-run directory.
     pub log_file: Option<PathBuf>,
-    /// Registries to reach over plain HTTP (`--insecure-registry`).
-    pub insecure_registries: Vec<String>,
     /// A rootless daemon gets a PID namespace of its own (rootlesskit
     /// `--pidns`): only where a fresh /proc can be mounted, since runc
     /// needs one that matches its namespace.
     pub pid_namespace: bool,
+    /// Registry settings for the daemon's buildkitd.toml (plain HTTP,
+    /// mirrors, CAs).
+    pub registries: config::Registries,
+    /// Extra environment for buildkitd (the step log limits).
+    pub env: Vec<(String, String)>,
 }
 
 /// The daemon failed to come up.
@@ -107,7 +110,7 @@ pub fn command_line(plan: &SpawnPlan, run_dir: &Path) -> Vec<String> {
         }
     }
     args.push(plan.buildkitd.clone());
-    let flags = if plan.insecure_registries.is_empty() {
+    let flags = if plan.registries.is_empty() {
         plan.flags.clone()
     } else {
         args.push("--config".into());
@@ -233,11 +236,10 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
     let log_err = log
         .try_clone()
         .map_err(|e| early(format!("cannot share the daemon log: {e}")))?;
-    if !plan.insecure_registries.is_empty() {
+    if !plan.registries.is_empty() {
         let base = config::flag_value(&plan.flags)
             .or_else(|| config::default_path(plan.mode.is_rootless()));
-        let text = config::with_insecure_registries(base.as_deref(), &plan.insecure_registries)
-            .map_err(early)?;
+        let text = config::with_registries(base.as_deref(), &plan.registries).map_err(early)?;
         let path = dir.join(CONFIG);
         std::fs::write(&path, text).map_err(|e| {
             early(format!(
@@ -267,7 +269,8 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
     let child = Child::spawn(&args, &guard, Some(&run_dir.lock), |cmd| {
         cmd.stdout(log)
             .stderr(log_err)
-            .env("NOTIFY_SOCKET", &notify_path);
+            .env("NOTIFY_SOCKET", &notify_path)
+            .envs(plan.env.iter().map(|(k, v)| (k, v)));
         if let Some(dir) = rootless_runtime {
             // buildkitd puts its own sockets under XDG_RUNTIME_DIR when rootless.
             cmd.env("XDG_RUNTIME_DIR", dir);
@@ -399,6 +402,17 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
+/// A daemon log line as echoed on stderr: prefixed `buildkitd: `, unless
+/// buildkitd already put its name in front (its own fatal messages).
+fn daemon_log_line(line: &str) -> String {
+    let line = crate::text::one_line(line);
+    if line.starts_with("buildkitd: ") {
+        line
+    } else {
+        format!("buildkitd: {line}")
+    }
+}
+
 /// Copies new daemon log lines to stderr, prefixed, until aborted.
 async fn echo_log(path: PathBuf) {
     let mut offset = 0u64;
@@ -419,7 +433,7 @@ async fn echo_log(path: PathBuf) {
             offset += buf.len() as u64;
             partial.push_str(&String::from_utf8_lossy(&buf));
             while let Some(end) = partial.find('\n') {
-                eprintln!("buildkitd: {}", crate::text::one_line(&partial[..end]));
+                eprintln!("{}", daemon_log_line(&partial[..end]));
                 partial.drain(..=end);
             }
         }

@@ -1,13 +1,11 @@
 //! Encoding of file metadata as the file-sync protocol carries it: Go
-//! `io/fs.FileMode` bits, nanosecond mtimes, `/`-separated relative paths.
+//! `io/fs.FileMode` bits, nanosecond mtimes, `/`-separated relative paths of
+//! any bytes.
 
-use std::ffi::{CString, OsStr};
-use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use bytes::Bytes;
 
-use crate::proto::fsutil::types::Stat;
+use super::dirfd::{is_dir, is_symlink, Dir, Stat as Stat64};
+use crate::proto::fsutil::types::{Stat, Xattr};
 
 pub const MODE_DIR: u32 = 1 << 31;
 pub const MODE_SYMLINK: u32 = 1 << 27;
@@ -29,24 +27,19 @@ pub const MODE_TYPE: u32 = MODE_DIR
     | MODE_IRREGULAR;
 pub const MODE_PERM: u32 = 0o777;
 
-/// Go file mode of an lstat result.
-pub fn go_mode(meta: &Metadata) -> u32 {
-    let ft = meta.file_type();
-    let raw = meta.mode();
+/// Go file mode of a `stat` result.
+pub fn go_mode(st: &Stat64) -> u32 {
+    let raw = st.st_mode;
     let mut mode = raw & MODE_PERM;
-    if ft.is_dir() {
-        mode |= MODE_DIR;
-    } else if ft.is_symlink() {
-        mode |= MODE_SYMLINK;
-    } else if ft.is_block_device() {
-        mode |= MODE_DEVICE;
-    } else if ft.is_char_device() {
-        mode |= MODE_DEVICE | MODE_CHAR_DEVICE;
-    } else if ft.is_fifo() {
-        mode |= MODE_NAMED_PIPE;
-    } else if ft.is_socket() {
-        mode |= MODE_SOCKET;
-    }
+    mode |= match raw & libc::S_IFMT {
+        libc::S_IFDIR => MODE_DIR,
+        libc::S_IFLNK => MODE_SYMLINK,
+        libc::S_IFBLK => MODE_DEVICE,
+        libc::S_IFCHR => MODE_DEVICE | MODE_CHAR_DEVICE,
+        libc::S_IFIFO => MODE_NAMED_PIPE,
+        libc::S_IFSOCK => MODE_SOCKET,
+        _ => 0,
+    };
     if raw & libc::S_ISUID != 0 {
         mode |= MODE_SETUID;
     }
@@ -79,116 +72,43 @@ pub fn is_requestable(mode: u32) -> bool {
     mode & MODE_TYPE == 0
 }
 
-/// Builds the protocol stat of one entry. `rel` is the `/`-separated path
-/// relative to the transfer root; owner is reset to 0:0, as buildctl does, so
-/// that cache keys match across machines.
-pub fn make_stat(abs: &Path, rel: String, meta: &Metadata) -> std::io::Result<Stat> {
-    let mut mode = go_mode(meta);
+/// Builds the protocol stat of entry `name` of `dir`, whose `fstatat` is
+/// `st`. `rel` is the `/`-separated path relative to the transfer root, any
+/// bytes; owner is reset to 0:0, as buildctl does, so that cache keys match
+/// across machines. Hardlinks are the walk's business.
+pub fn make_stat(dir: &Dir, name: &[u8], rel: Bytes, st: &Stat64) -> std::io::Result<Stat> {
     let mut stat = Stat {
         path: rel,
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        mod_time: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        linkname: String::new(),
-        devmajor: 0,
-        devminor: 0,
-        xattrs: Default::default(),
+        mode: go_mode(st),
+        mod_time: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+        ..Default::default()
     };
-    if !meta.is_dir() {
-        stat.size = meta.size() as i64;
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(abs)?;
-            stat.linkname = target
-                .to_str()
-                .ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "symlink target is not valid UTF-8",
-                    )
-                })?
-                .to_string();
+    if !is_dir(st) {
+        stat.size = st.st_size;
+        if is_symlink(st) {
+            stat.linkname = dir.read_link_at(name)?.into();
         }
-        let ft = meta.file_type();
-        if ft.is_block_device() || ft.is_char_device() {
-            let rdev = meta.rdev();
-            stat.devmajor = libc::major(rdev) as i64;
-            stat.devminor = libc::minor(rdev) as i64;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFBLK || kind == libc::S_IFCHR {
+            stat.devmajor = libc::major(st.st_rdev) as i64;
+            stat.devminor = libc::minor(st.st_rdev) as i64;
         }
     }
-    load_xattrs(abs, &mut stat)?;
+    let mut xattrs = dir.xattrs_at(name)?;
+    // fsutil leaves out macOS's own attributes; it sends a map, so the order
+    // is its own: sorted here, so the same tree gives the same bytes.
+    xattrs.retain(|(k, _)| !k.starts_with(b"com.apple."));
+    xattrs.sort();
+    stat.xattrs = xattrs
+        .into_iter()
+        .map(|(key, value)| Xattr {
+            key: key.into(),
+            value: value.into(),
+        })
+        .collect();
     // The protocol never carries sockets: they go as empty regular files.
-    mode &= !MODE_SOCKET;
-    stat.mode = mode;
+    stat.mode &= !MODE_SOCKET;
     Ok(stat)
-}
-
-fn load_xattrs(abs: &Path, stat: &mut Stat) -> std::io::Result<()> {
-    let Ok(cpath) = CString::new(abs.as_os_str().as_bytes()) else {
-        return Ok(());
-    };
-    // SAFETY: cpath is a valid NUL-terminated string; a null buffer with size
-    // 0 asks only for the needed length.
-    let len = unsafe { libc::llistxattr(cpath.as_ptr(), std::ptr::null_mut(), 0) };
-    if len < 0 {
-        let err = std::io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOTSUP) | Some(libc::ENODATA) => Ok(()),
-            _ => Err(err),
-        };
-    }
-    if len == 0 {
-        return Ok(());
-    }
-    let mut names = vec![0u8; len as usize];
-    // SAFETY: names has exactly `len` writable bytes.
-    let len = unsafe { libc::llistxattr(cpath.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if len < 0 {
-        return Ok(());
-    }
-    names.truncate(len as usize);
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"com.apple.") {
-            continue;
-        }
-        let (Ok(key), Ok(cname)) = (std::str::from_utf8(name), CString::new(name)) else {
-            continue;
-        };
-        if let Some(value) = get_xattr(&cpath, &cname) {
-            stat.xattrs.insert(key.to_string(), value.into());
-        }
-    }
-    Ok(())
-}
-
-fn get_xattr(path: &CString, name: &CString) -> Option<Vec<u8>> {
-    // SAFETY: both strings are NUL-terminated; null buffer asks for the size.
-    let len = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
-    if len < 0 {
-        return None;
-    }
-    let mut buf = vec![0u8; len as usize];
-    // SAFETY: buf has `len` writable bytes.
-    let len = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if len < 0 {
-        return None;
-    }
-    buf.truncate(len as usize);
-    Some(buf)
-}
-
-/// A relative path as the protocol wants it, or `None` when the name is not
-/// valid UTF-8 (the wire format carries names as protobuf strings).
-pub fn rel_to_string(rel: &OsStr) -> Option<String> {
-    rel.to_str().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -198,19 +118,18 @@ mod tests {
     #[test]
     fn go_mode_of_common_entries() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("f");
-        std::fs::write(&f, b"x").expect("write");
-        let meta = std::fs::symlink_metadata(&f).expect("meta");
-        assert_eq!(go_mode(&meta) & MODE_TYPE, 0);
-        let meta = std::fs::symlink_metadata(dir.path()).expect("meta");
-        assert_ne!(go_mode(&meta) & MODE_DIR, 0);
+        std::fs::write(dir.path().join("f"), b"x").expect("write");
         std::os::unix::fs::symlink("f", dir.path().join("l")).expect("symlink");
-        let l = dir.path().join("l");
-        let meta = std::fs::symlink_metadata(&l).expect("meta");
-        let st = make_stat(&l, "l".into(), &meta).expect("stat");
-        assert_ne!(st.mode & MODE_SYMLINK, 0);
-        assert_eq!(st.linkname, "f");
-        assert_eq!(st.size, 1);
+        std::fs::create_dir(dir.path().join("d")).expect("mkdir");
+        let d = Dir::open(dir.path()).expect("open");
+        let st = d.stat_at(b"f").expect("stat");
+        assert_eq!(go_mode(&st) & MODE_TYPE, 0);
+        assert_ne!(go_mode(&d.stat_at(b"d").expect("stat")) & MODE_DIR, 0);
+        let st = d.stat_at(b"l").expect("stat");
+        let s = make_stat(&d, b"l", Bytes::from_static(b"l"), &st).expect("stat");
+        assert_ne!(s.mode & MODE_SYMLINK, 0);
+        assert_eq!(&s.linkname[..], b"f");
+        assert_eq!(s.size, 1);
     }
 
     #[test]

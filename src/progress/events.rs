@@ -25,20 +25,6 @@ pub struct ProgressGroup {
     pub weak: bool,
 }
 
-impl Vertex {
-    /// Whether this snapshot only marks an already finished step as cached
-    /// (the daemon re-sends inputs that way when a dependent starts); the
-    /// step's real result stays what it was.
-    pub fn is_cache_resend_of(&self, earlier: &Vertex) -> bool {
-        self.cached
-            && self.error.is_empty()
-            && self.started.is_some()
-            && self.started == self.completed
-            && earlier.completed.is_some()
-            && !earlier.cached
-    }
-}
-
 /// Sub-progress of a step, such as a transfer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VertexStatus {
@@ -161,30 +147,6 @@ pub struct Update {
 }
 
 impl Update {
-    /// Folds a later message into this one: snapshots replace earlier
-    /// snapshots of the same vertex or status, logs and warnings append.
-    pub fn merge(&mut self, later: Update) {
-        for v in later.vertexes {
-            match self.vertexes.iter_mut().find(|x| x.digest == v.digest) {
-                Some(old) if v.is_cache_resend_of(old) => {}
-                Some(old) => *old = v,
-                None => self.vertexes.push(v),
-            }
-        }
-        for s in later.statuses {
-            match self
-                .statuses
-                .iter_mut()
-                .find(|x| x.vertex == s.vertex && x.id == s.id)
-            {
-                Some(old) => *old = s,
-                None => self.statuses.push(s),
-            }
-        }
-        self.logs.extend(later.logs);
-        self.warnings.extend(later.warnings);
-    }
-
     pub fn is_empty(&self) -> bool {
         self.vertexes.is_empty()
             && self.statuses.is_empty()

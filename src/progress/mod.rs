@@ -2,8 +2,9 @@
 //! status stream by `client::status`), and the renderers that draw them.
 //! Nothing here knows the generated protocol types.
 
-pub mod buildkite;
+pub mod cilog;
 pub mod events;
+pub mod excerpt;
 pub mod plain;
 pub mod quiet;
 pub mod rawjson;
@@ -15,14 +16,24 @@ pub use events::{
     clip_limit, clip_notice, Log, ProgressGroup, SourceFile, SourceRange, Update, Vertex,
     VertexStatus, Warning,
 };
-pub use summary::{BuildEnd, Tally};
+pub use excerpt::ErrorSource;
+pub use summary::BuildEnd;
 
-/// A progress display.
+/// A progress display. It is handed every status message, in order
+/// ([`Display::update`], which must lose nothing), and asked to draw at a
+/// bounded rate ([`Display::refresh`]); the build's end comes in three
+/// calls: [`Display::finish`], then [`Display::error_sources`] when the
+/// daemon named the failing Dockerfile lines, then [`Display::summary`].
 pub trait Display: Send {
-    /// Takes one batch of events.
+    /// Takes one status message.
     fn update(&mut self, update: &Update);
+    /// Draws what changed; called at most about ten times a second and
+    /// when the stream is idle.
+    fn refresh(&mut self) {}
     /// The stream ended; print whatever is left (error summaries).
     fn finish(&mut self);
+    /// The source lines the daemon says the build failed at.
+    fn error_sources(&mut self, _sources: &[ErrorSource]) {}
     /// The build is over: print the summary (after `finish`).
     fn summary(&mut self, end: &BuildEnd);
 }

@@ -1,53 +1,83 @@
-//! The plain renderer, compatible with `buildctl --progress=plain`: blocks
+//! The plain renderer, laid out as `buildctl --progress=plain`: blocks
 //! headed `#N name`, status lines, log lines with seconds since the step
-//! started, and `DONE`/`CACHED`/`ERROR` completion lines, then an error
-//! summary with the failing steps' last log lines.
+//! started, `DONE`/`CACHED`/`ERROR`/`CANCELED` completion lines, then the
+//! failing steps' last log lines.
 //!
-//! The same printer serves `--progress=buildkite` (each step block headed by
-//! a Buildkite log group, lines timestamped) and `--debug` (digests, inputs,
-//! every status update, warnings with their source location).
+//! Steps are numbered in the order they are first printed, which is the
+//! order they start. Of several running steps one is current: its block
+//! goes on while the others' output waits, and the printer moves to
+//! another step when the current one finishes, when a waiting step has
+//! waited 10 seconds, or when the current one has had its fair share of
+//! time, as buildctl does; so each step's lines mostly stay together.
+//!
+//! The same printer serves the CI log views ([`Flavor`]): each step's
+//! block is one collapsible group (Buildkite `---`, GitHub Actions
+//! `::group::`, GitLab `section_start`). There the current step keeps the
+//! log until it finishes and the other steps' output waits (then prints
+//! as their own groups), so a step is one group; the failing step's group
+//! is expanded where the CI system allows it. `--debug` adds digests,
+//! inputs, every status update and warnings in full.
+//!
+//! Time comes from a [`Clock`]: the wall clock live, or the events' own
+//! times when a recorded stream is replayed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use super::summary::{latest_time, summary_lines};
+use super::cilog;
+use super::state::BuildState;
+use super::summary::{summary_lines, warning_lines};
 use super::{
-    buildkite, clip_limit, clip_notice, format_bytes, BuildEnd, Display, Tally, Update, Vertex,
+    clip_limit, clip_notice, format_bytes, BuildEnd, Display, ErrorSource, Log, Update,
     VertexStatus, Warning,
 };
+use crate::text::escape_controls;
 
 /// Log lines kept per step for the error summary.
 const TAIL_LINES: usize = 10;
+/// Longest line kept for the error summary.
+const TAIL_LINE_BYTES: usize = 4096;
 /// An unfinished status line is reprinted after this much progress...
 const MIN_PROGRESS_DELTA: f64 = 0.05;
 /// ...or after this much time.
 const MIN_TIME_DELTA: Duration = Duration::from_secs(5);
-
-/// Bytes of a line not ended yet, and when its first chunk arrived.
-type PartialLine = (Vec<u8>, Option<SystemTime>);
-
-#[derive(Default)]
-struct StepState {
-    vertex: Vertex,
-    index: usize,
-    intervals: Vec<(SystemTime, SystemTime)>,
-    /// Unfinished last line, per output stream.
-    partial: HashMap<i64, PartialLine>,
-    tail: VecDeque<String>,
-    completion_printed: bool,
-    open_statuses: HashSet<String>,
-    last_status: HashMap<String, (i64, SystemTime)>,
-}
+/// A waiting step is shown after this long.
+const MAX_DELAY: Duration = Duration::from_secs(10);
+/// The current step's base share of time before another step is shown.
+const ANTI_FLICKER: Duration = Duration::from_secs(5);
+/// Output a waiting step may hold before it is shown anyway, so memory
+/// stays bounded whatever the steps print.
+const HELD_BYTES: usize = 1024 * 1024;
 
 /// How the plain format is dressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flavor {
-    /// Exactly buildctl's plain format.
+    /// buildctl's plain format.
     #[default]
     Plain,
     /// Buildkite log groups and timestamps.
     Buildkite,
+    /// GitHub Actions `::group::` / `::endgroup::`.
+    GitHub,
+    /// GitLab CI `section_start` / `section_end`.
+    GitLab,
+}
+
+impl Flavor {
+    fn groups(self) -> bool {
+        self != Flavor::Plain
+    }
+}
+
+/// Where the printer's "now" comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// The system clock (a live build).
+    #[default]
+    Wall,
+    /// The latest time any event carried (a replayed stream).
+    Events,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -55,25 +85,60 @@ pub struct PlainOptions {
     pub flavor: Flavor,
     /// Digests, inputs, every status update, warnings in full.
     pub verbose: bool,
+    pub clock: Clock,
 }
 
-/// Writes one line, prefixed as the flavor wants.
-fn emit<W: Write>(out: &mut W, prefix: &str, text: &str) {
-    let _ = writeln!(out, "{prefix}{text}");
+/// A piece of a step's output waiting to be printed.
+#[derive(Debug)]
+struct Piece {
+    text: Vec<u8>,
+    /// Starts a new line (`text` then begins with its time); otherwise it
+    /// continues the step's unfinished line.
+    starts_line: bool,
+    ends_line: bool,
+    at: Option<SystemTime>,
+}
+
+/// The printer's side of one step.
+#[derive(Debug, Default)]
+struct Printing {
+    /// `#N`; 0 until first printed.
+    number: usize,
+    /// Events since it was last left, and since when.
+    count: usize,
+    waiting_since: Option<SystemTime>,
+    status_updates: Vec<String>,
+    warnings_printed: usize,
+    pending: VecDeque<Piece>,
+    pending_bytes: usize,
+    /// Its output ends in an unfinished line, which began with this time.
+    line_open: bool,
+    open_prefix: String,
+    tail: VecDeque<String>,
+    tail_open: bool,
+    described: bool,
+    /// Groups opened for it so far (GitLab section names).
+    groups: usize,
 }
 
 /// Accumulates events per step and prints them in buildctl's plain format.
 pub struct PlainPrinter<W: Write> {
     out: W,
     options: PlainOptions,
-    /// Line prefix: the timestamp of the current update for Buildkite.
-    prefix: String,
-    tally: Tally,
-    steps: HashMap<String, StepState>,
-    order: Vec<String>,
-    next_index: usize,
-    current: Option<String>,
+    state: BuildState,
+    printing: Vec<Printing>,
+    /// Steps with something not printed yet, in order of first change.
+    updates: Vec<usize>,
+    current: Option<usize>,
+    next_number: usize,
     printed_any: bool,
+    /// Last printed progress per status id.
+    last_status: HashMap<String, (i64, SystemTime)>,
+    /// The step whose unfinished line ends the output so far.
+    open_line: Option<usize>,
+    /// A CI group is open.
+    group_open: bool,
+    failure_group: bool,
 }
 
 impl<W: Write> PlainPrinter<W> {
@@ -85,13 +150,16 @@ impl<W: Write> PlainPrinter<W> {
         PlainPrinter {
             out,
             options,
-            prefix: String::new(),
-            tally: Tally::default(),
-            steps: HashMap::new(),
-            order: Vec::new(),
-            next_index: 0,
+            state: BuildState::default(),
+            printing: Vec::new(),
+            updates: Vec::new(),
             current: None,
+            next_number: 0,
             printed_any: false,
+            last_status: HashMap::new(),
+            open_line: None,
+            group_open: false,
+            failure_group: false,
         }
     }
 
@@ -100,96 +168,238 @@ impl<W: Write> PlainPrinter<W> {
         self.out
     }
 
-    fn step(&mut self, digest: &str) -> &mut StepState {
-        if !self.steps.contains_key(digest) {
-            self.order.push(digest.to_string());
+    fn now(&self) -> SystemTime {
+        match self.options.clock {
+            Clock::Wall => SystemTime::now(),
+            Clock::Events => self.state.latest.unwrap_or(SystemTime::UNIX_EPOCH),
         }
-        self.steps.entry(digest.to_string()).or_default()
     }
 
-    /// Starts (or continues) the block of `digest`, numbering it on first use.
-    fn enter(&mut self, digest: &str) {
-        if self.current.as_deref() == Some(digest) {
-            return;
+    /// The line prefix of the flavor: Buildkite's timestamp.
+    fn prefix(&self, at: Option<SystemTime>) -> String {
+        if self.options.flavor != Flavor::Buildkite {
+            return String::new();
         }
-        let buildkite = self.options.flavor == Flavor::Buildkite;
-        if let Some(prev) = self.current.take() {
-            if let Some(p) = self.steps.get(&prev) {
-                if !buildkite {
-                    emit(&mut self.out, &self.prefix, &format!("#{} ...", p.index));
-                }
-            }
+        match at.or(self.state.latest) {
+            Some(t) => cilog::buildkite_timestamp(t),
+            None => String::new(),
         }
-        if self.printed_any && !buildkite {
+    }
+
+    /// Ends an unfinished output line.
+    fn close_line(&mut self) {
+        if self.open_line.take().is_some() {
             let _ = writeln!(self.out);
         }
+    }
+
+    /// Writes one whole line.
+    fn line(&mut self, at: Option<SystemTime>, text: &str) {
+        self.close_line();
+        let prefix = self.prefix(at);
+        let _ = writeln!(self.out, "{prefix}{text}");
         self.printed_any = true;
-        let next = self.next_index + 1;
-        let step = self.step(digest);
-        if step.index == 0 {
-            step.index = next;
+    }
+
+    fn touch(&mut self, i: usize, now: SystemTime) {
+        let p = &mut self.printing[i];
+        if p.count == 0 {
+            p.waiting_since = Some(now);
         }
-        let (index, name) = (step.index, step.vertex.name.clone());
-        let (own_digest, inputs) = (step.vertex.digest.clone(), step.vertex.inputs.clone());
-        let first = index == next;
-        if first {
-            self.next_index = next;
+        p.count += 1;
+    }
+
+    fn mark(&mut self, i: usize) {
+        if !self.updates.contains(&i) {
+            self.updates.push(i);
         }
-        let header = if buildkite {
-            format!("{}#{index} {name}", buildkite::GROUP)
-        } else {
-            format!("#{index} {name}")
+    }
+
+    /// Splits a log chunk into pieces of lines, each new line prefixed with
+    /// its seconds since the step's latest run started.
+    fn take_log(&mut self, i: usize, log: &Log) {
+        if log.data.is_empty() {
+            return;
+        }
+        let started = self.state.step(i).last_interval().map(|iv| iv.start);
+        let secs = match (started, log.timestamp) {
+            (Some(s), Some(t)) => match t.duration_since(s) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            },
+            _ => 0.0,
         };
-        emit(&mut self.out, &self.prefix, &header);
-        if self.options.verbose && first {
-            emit(
-                &mut self.out,
-                &self.prefix,
-                &format!("#{index} digest: {own_digest}"),
-            );
-            if !inputs.is_empty() {
-                let named: Vec<String> = inputs
-                    .iter()
-                    .map(|d| match self.steps.get(d) {
-                        Some(s) if s.index > 0 => format!("#{} ({d})", s.index),
-                        _ => d.clone(),
-                    })
-                    .collect();
-                emit(
-                    &mut self.out,
-                    &self.prefix,
-                    &format!("#{index} inputs: {}", named.join(", ")),
+        let prec = if secs < 10.0 {
+            3
+        } else if secs < 100.0 {
+            2
+        } else {
+            1
+        };
+        let prefix = format!("{secs:.prec$} ");
+        let data = &log.data[..];
+        let parts: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+        let last = parts.len() - 1;
+        let p = &mut self.printing[i];
+        for (k, seg) in parts.into_iter().enumerate() {
+            let ends_line = k < last;
+            if !ends_line && seg.is_empty() {
+                break;
+            }
+            if k == 0 && p.line_open {
+                // The step's unfinished line goes on.
+                match p.pending.back_mut() {
+                    Some(prev) if !prev.ends_line => prev.text.extend_from_slice(seg),
+                    _ => p.pending.push_back(Piece {
+                        text: seg.to_vec(),
+                        starts_line: false,
+                        ends_line,
+                        at: log.timestamp,
+                    }),
+                }
+                if let Some(prev) = p.pending.back_mut() {
+                    prev.ends_line = ends_line;
+                }
+                if p.tail_open {
+                    if let Some(t) = p.tail.back_mut() {
+                        push_capped(t, seg);
+                    }
+                }
+            } else {
+                let mut text = prefix.clone().into_bytes();
+                text.extend_from_slice(seg);
+                if p.tail.len() == TAIL_LINES {
+                    p.tail.pop_front();
+                }
+                let mut t = prefix.clone();
+                push_capped(&mut t, seg);
+                p.tail.push_back(t);
+                p.open_prefix.clone_from(&prefix);
+                p.pending.push_back(Piece {
+                    text,
+                    starts_line: true,
+                    ends_line,
+                    at: log.timestamp,
+                });
+            }
+            p.pending_bytes += seg.len();
+            p.line_open = !ends_line;
+            p.tail_open = !ends_line;
+        }
+        if let Some(limit) = clip_limit(data) {
+            let text = format!("NOTE: {}", clip_notice(&limit));
+            if p.tail.len() == TAIL_LINES {
+                p.tail.pop_front();
+            }
+            p.tail.push_back(text.clone());
+            p.tail_open = false;
+            p.pending.push_back(Piece {
+                text: text.into_bytes(),
+                starts_line: true,
+                ends_line: true,
+                at: log.timestamp,
+            });
+            p.line_open = false;
+        }
+    }
+
+    /// The block header of step `i`.
+    fn open_block(&mut self, i: usize) {
+        let step = self.state.step(i);
+        let (number, name) = (self.printing[i].number, escape_controls(&step.vertex.name));
+        let at = step.last_interval().map(|iv| iv.start);
+        let failed = step.failed();
+        let digest = step.vertex.digest.clone();
+        let inputs = step.vertex.inputs.clone();
+        match self.options.flavor {
+            Flavor::Plain => {
+                if self.printed_any {
+                    self.close_line();
+                    let _ = writeln!(self.out);
+                }
+                self.line(at, &format!("#{number} {name}"));
+            }
+            Flavor::Buildkite => {
+                self.line(at, &format!("{}#{number} {name}", cilog::BUILDKITE_GROUP))
+            }
+            Flavor::GitHub => self.line(at, &cilog::github_group(&format!("#{number} {name}"))),
+            Flavor::GitLab => {
+                let p = &mut self.printing[i];
+                p.groups += 1;
+                let section = format!("bkd_step_{number}_{}", p.groups);
+                let ts = unix_seconds(at.or(self.state.latest));
+                let title = format!("#{number} {name}");
+                self.line(
+                    at,
+                    &cilog::gitlab_section_start(ts, &section, !failed, &title),
                 );
             }
         }
-        self.current = Some(digest.to_string());
+        self.group_open = self.options.flavor.groups();
+        if self.options.verbose && !self.printing[i].described {
+            self.printing[i].described = true;
+            let inputs: Vec<String> = inputs
+                .iter()
+                .map(
+                    |d| match self.state.step_of(d).map(|j| self.printing[j].number) {
+                        Some(n) if n > 0 => format!("#{n} ({})", escape_controls(d)),
+                        _ => escape_controls(d),
+                    },
+                )
+                .collect();
+            let digest = escape_controls(&digest);
+            self.line(at, &format!("#{number} digest: {digest}"));
+            if !inputs.is_empty() {
+                self.line(at, &format!("#{number} inputs: {}", inputs.join(", ")));
+            }
+        }
     }
 
-    fn print_status(&mut self, s: &VertexStatus) {
-        let Some(step) = self.steps.get_mut(&s.vertex) else {
+    /// Ends the open CI group of step `i`.
+    fn close_group(&mut self, i: usize, at: Option<SystemTime>) {
+        if !self.group_open {
             return;
-        };
-        let now = s.timestamp.unwrap_or(SystemTime::UNIX_EPOCH);
-        if s.completed.is_none() {
-            step.open_statuses.insert(s.id.clone());
-            if let Some((cur, at)) = step.last_status.get(&s.id) {
-                let progress = if s.total > 0 {
-                    (s.current - cur) as f64 / s.total as f64
-                } else {
-                    0.0
-                };
-                let waited = now.duration_since(*at).unwrap_or_default();
-                if !self.options.verbose && progress < MIN_PROGRESS_DELTA && waited < MIN_TIME_DELTA
-                {
-                    return;
-                }
-            }
-        } else {
-            step.open_statuses.remove(&s.id);
         }
-        step.last_status.insert(s.id.clone(), (s.current, now));
-        let index = step.index;
-        let mut line = format!("#{index} {}", s.id);
+        self.group_open = false;
+        let number = self.printing[i].number;
+        match self.options.flavor {
+            Flavor::Plain | Flavor::Buildkite => {}
+            Flavor::GitHub => self.line(at, cilog::GITHUB_END_GROUP),
+            Flavor::GitLab => {
+                let section = format!("bkd_step_{number}_{}", self.printing[i].groups);
+                let ts = unix_seconds(at.or(self.state.latest));
+                self.line(at, &cilog::gitlab_section_end(ts, &section));
+            }
+        }
+    }
+
+    /// Leaves the current step's block before it finished.
+    fn leave(&mut self, i: usize) {
+        self.close_line();
+        let p = &mut self.printing[i];
+        p.count = 0;
+        let number = p.number;
+        if self.options.flavor == Flavor::Plain {
+            self.line(None, &format!("#{number} ..."));
+        }
+        self.close_group(i, None);
+    }
+
+    fn print_status(&mut self, number: usize, s: &VertexStatus) -> bool {
+        let now = s.timestamp.unwrap_or(SystemTime::UNIX_EPOCH);
+        if let (Some(&(cur, at)), None) = (self.last_status.get(&s.id), s.completed) {
+            let progress = if s.total > 0 {
+                (s.current - cur) as f64 / s.total as f64
+            } else {
+                0.0
+            };
+            let waited = now.duration_since(at).unwrap_or_default();
+            if !self.options.verbose && progress < MIN_PROGRESS_DELTA && waited < MIN_TIME_DELTA {
+                return false;
+            }
+        }
+        self.last_status.insert(s.id.clone(), (s.current, now));
+        let mut line = format!("#{number} {}", escape_controls(&s.id));
         if s.total != 0 {
             line += &format!(" {} / {}", format_bytes(s.current), format_bytes(s.total));
         } else if s.current != 0 {
@@ -211,310 +421,418 @@ impl<W: Write> PlainPrinter<W> {
         if self.options.verbose {
             line += &format!(" [current={} total={}]", s.current, s.total);
         }
-        emit(&mut self.out, &self.prefix, &line);
+        self.line(s.timestamp, &line);
+        s.completed.is_none()
     }
 
-    fn print_warning(&mut self, index: usize, w: &Warning) {
-        emit(
-            &mut self.out,
-            &self.prefix,
-            &format!("#{index} WARN: {}", w.short),
+    fn print_warning(&mut self, number: usize, w: &Warning) {
+        let at = None;
+        self.line(
+            at,
+            &format!("#{number} WARN: {}", escape_controls(&w.short)),
         );
         if !self.options.verbose {
             return;
         }
-        if let Some(at) = w.location() {
-            emit(&mut self.out, &self.prefix, &format!("#{index}   at {at}"));
+        if let Some(loc) = w.location() {
+            self.line(at, &format!("#{number}   at {}", escape_controls(&loc)));
         }
-        for line in w.source_lines() {
-            emit(&mut self.out, &self.prefix, &format!("#{index}   {line}"));
+        for l in w.source_lines() {
+            self.line(at, &format!("#{number}   {}", escape_controls(&l)));
         }
         for d in &w.detail {
-            emit(&mut self.out, &self.prefix, &format!("#{index}   {d}"));
+            self.line(at, &format!("#{number}   {}", escape_controls(d)));
         }
         if !w.url.is_empty() {
-            emit(
-                &mut self.out,
-                &self.prefix,
-                &format!("#{index}   see {}", w.url),
-            );
+            self.line(at, &format!("#{number}   see {}", escape_controls(&w.url)));
         }
     }
 
-    fn print_log(&mut self, digest: &str, stream: i64, data: &[u8], at: Option<SystemTime>) {
-        let Some(step) = self.steps.get_mut(digest) else {
-            return;
-        };
-        let partial = step.partial.entry(stream).or_default();
-        let mut rest = data;
-        let mut lines = Vec::new();
-        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
-            if partial.0.is_empty() {
-                partial.1 = at;
-            }
-            partial.0.extend_from_slice(&rest[..pos]);
-            lines.push((std::mem::take(&mut partial.0), partial.1.take()));
-            rest = &rest[pos + 1..];
-        }
-        if !rest.is_empty() {
-            if partial.0.is_empty() {
-                partial.1 = at;
-            }
-            partial.0.extend_from_slice(rest);
-        }
-        for (line, time) in lines {
-            self.write_log_line(digest, &line, time);
-        }
-        if let Some(limit) = clip_limit(data) {
-            if let Some(step) = self.steps.get_mut(digest) {
-                let text = format!("NOTE: {}", clip_notice(&limit));
-                emit(
-                    &mut self.out,
-                    &self.prefix,
-                    &format!("#{} {text}", step.index),
-                );
-                if step.tail.len() == TAIL_LINES {
-                    step.tail.pop_front();
-                }
-                step.tail.push_back(text);
+    fn print_piece(&mut self, i: usize, piece: Piece) {
+        let number = self.printing[i].number;
+        if piece.starts_line || self.open_line != Some(i) {
+            self.close_line();
+            let prefix = self.prefix(piece.at);
+            let _ = write!(self.out, "{prefix}#{number} ");
+            if !piece.starts_line {
+                let _ = write!(self.out, "{}", self.printing[i].open_prefix);
             }
         }
-    }
-
-    fn write_log_line(&mut self, digest: &str, line: &[u8], at: Option<SystemTime>) {
-        let Some(step) = self.steps.get_mut(digest) else {
-            return;
-        };
-        let secs = match (step.vertex.started, at) {
-            (Some(start), Some(at)) => at.duration_since(start).unwrap_or_default().as_secs_f64(),
-            _ => 0.0,
-        };
-        let prec = if secs < 10.0 {
-            3
-        } else if secs < 100.0 {
-            2
+        let _ = self.out.write_all(&piece.text);
+        self.printed_any = true;
+        if piece.ends_line {
+            let _ = writeln!(self.out);
+            self.open_line = None;
         } else {
-            1
-        };
-        let text = format!("{secs:.prec$} {}", String::from_utf8_lossy(line));
-        emit(
-            &mut self.out,
-            &self.prefix,
-            &format!("#{} {text}", step.index),
-        );
-        if step.tail.len() == TAIL_LINES {
-            step.tail.pop_front();
+            self.open_line = Some(i);
         }
-        step.tail.push_back(text);
     }
 
-    fn flush_partial(&mut self, digest: &str) {
-        let Some(step) = self.steps.get_mut(digest) else {
-            return;
-        };
-        let mut pending: Vec<(i64, PartialLine)> = step
-            .partial
-            .drain()
-            .filter(|(_, p)| !p.0.is_empty())
+    /// Prints what step `i` has pending, opening its block if it is not
+    /// the current one, and its completion if it finished.
+    fn print_step(&mut self, i: usize) {
+        if self.printing[i].number == 0 {
+            self.next_number += 1;
+            self.printing[i].number = self.next_number;
+        }
+        let number = self.printing[i].number;
+        if self.current != Some(i) {
+            if let Some(old) = self.current {
+                self.leave(old);
+            }
+            self.open_block(i);
+        }
+        let updated = std::mem::take(&mut self.printing[i].status_updates);
+        let statuses: Vec<VertexStatus> = self
+            .state
+            .step(i)
+            .statuses
+            .iter()
+            .filter(|s| updated.contains(&s.id))
+            .cloned()
             .collect();
-        pending.sort_by_key(|(stream, _)| *stream);
-        for (_, (line, at)) in pending {
-            self.write_log_line(digest, &line, at);
+        let mut open_status = false;
+        for s in &statuses {
+            open_status |= self.print_status(number, s);
+        }
+        let warnings: Vec<Warning> =
+            self.state.step(i).warnings[self.printing[i].warnings_printed..].to_vec();
+        self.printing[i].warnings_printed += warnings.len();
+        for w in &warnings {
+            self.print_warning(number, w);
+        }
+        while let Some(piece) = self.printing[i].pending.pop_front() {
+            self.print_piece(i, piece);
+        }
+        self.printing[i].pending_bytes = 0;
+        self.current = Some(i);
+        let step = self.state.step(i);
+        if step.is_done() && !open_status {
+            let v = &step.vertex;
+            let at = step.last_interval().and_then(|iv| iv.stop);
+            let failed = step.failed();
+            let line = if step.is_canceled() {
+                format!("#{number} CANCELED")
+            } else if failed {
+                format!("#{number} ERROR: {}", escape_controls(&v.error))
+            } else if v.cached {
+                format!("#{number} CACHED")
+            } else if step.intervals().is_empty() {
+                format!("#{number} DONE")
+            } else {
+                let took = step.duration(SystemTime::UNIX_EPOCH);
+                format!("#{number} DONE {:.1}s", took.as_secs_f64())
+            };
+            self.close_line();
+            self.line(at, &line);
+            if failed && self.options.flavor == Flavor::Buildkite {
+                self.line(at, cilog::BUILDKITE_EXPAND_PREVIOUS);
+            }
+            self.close_group(i, at);
+            self.current = None;
+            self.printing[i].count = 0;
+        }
+        self.updates.retain(|u| *u != i);
+    }
+
+    /// One redraw, as buildctl's printer does it: finished steps first (in
+    /// the order they finished), then at most one running step.
+    fn print(&mut self, now: SystemTime) {
+        let shown = |s: &Self, i: usize| !s.state.step(i).hidden;
+        let mut completed: Vec<usize> = Vec::new();
+        let mut rest: Vec<usize> = Vec::new();
+        for &i in &self.updates {
+            if !shown(self, i) {
+                continue;
+            }
+            if self.state.step(i).is_done() {
+                completed.push(i);
+            } else {
+                rest.push(i);
+            }
+        }
+        let current = self.current;
+        if self.options.flavor.groups() {
+            return self.print_whole_steps(current, completed, rest);
+        }
+        // A waiting step holding too much output is shown now.
+        if let Some(&big) = rest
+            .iter()
+            .find(|&&i| Some(i) != current && self.printing[i].pending_bytes > HELD_BYTES)
+        {
+            self.print_step(big);
+            return;
+        }
+        if let Some(c) = current.filter(|c| completed.contains(c)) {
+            self.print_step(c);
+        }
+        completed.sort_by_key(|&i| self.state.step(i).last_interval().and_then(|iv| iv.stop));
+        for &i in &completed {
+            if Some(i) != current {
+                self.print_step(i);
+            }
+        }
+        if rest.is_empty() {
+            if current.is_some_and(|c| self.state.step(c).is_running()) {
+                return;
+            }
+            // Make an open step current.
+            let open = self
+                .state
+                .running()
+                .map(|(i, _)| i)
+                .find(|&i| shown(self, i));
+            if let Some(i) = open {
+                self.print_step(i);
+            }
+            return;
+        }
+        if let Some(c) = current.filter(|c| rest.contains(c)) {
+            self.print_step(c);
+        }
+        // Which step to show: the busiest, or one waiting too long.
+        let mut candidates = rest.clone();
+        if let Some(c) = current {
+            if !candidates.contains(&c) && !completed.contains(&c) {
+                candidates.push(c);
+            }
+        }
+        struct Stat {
+            step: usize,
+            waited: Duration,
+            speed: f64,
+            over: bool,
+        }
+        let stats: Vec<Stat> = candidates
+            .iter()
+            .filter_map(|&i| {
+                let p = &self.printing[i];
+                let waited = now.duration_since(p.waiting_since?).unwrap_or_default();
+                let speed = p.count as f64 / waited.as_secs_f64().max(1e-3);
+                Some(Stat {
+                    step: i,
+                    waited,
+                    speed,
+                    over: waited > MAX_DELAY && Some(i) != current,
+                })
+            })
+            .collect();
+        let sum: f64 = stats.iter().map(|s| s.speed).sum();
+        // On a tie the step touched last wins: buildctl times each step's
+        // wait from its own first event, so the last one of a message
+        // counts as the busiest.
+        let mut best: Option<&Stat> = None;
+        for s in &stats {
+            if s.over || best.is_none_or(|b| b.speed <= s.speed) {
+                best = Some(s);
+            }
+        }
+        let Some(best) = best else {
+            return;
+        };
+        if current.is_none_or(|c| completed.contains(&c)) {
+            self.print_step(best.step);
+            return;
+        }
+        if let Some(s) = stats.iter().find(|s| s.over) {
+            self.print_step(s.step);
+            return;
+        }
+        let Some(cur) = stats.iter().find(|s| Some(s.step) == current) else {
+            return;
+        };
+        let share = if sum > 0.0 { cur.speed / sum } else { 0.0 };
+        if share < 1.0 && ANTI_FLICKER.as_secs_f64() / (1.0 - share) < cur.waited.as_secs_f64() {
+            self.print_step(best.step);
         }
     }
 
-    fn maybe_complete(&mut self, digest: &str) {
-        let Some(step) = self.steps.get(digest) else {
-            return;
-        };
-        if step.vertex.completed.is_none()
-            || step.completion_printed
-            || !step.open_statuses.is_empty()
-        {
-            return;
-        }
-        self.flush_partial(digest);
-        let Some(step) = self.steps.get_mut(digest) else {
-            return;
-        };
-        step.completion_printed = true;
-        let index = step.index;
-        let v = &step.vertex;
-        let line = if !v.error.is_empty() {
-            if v.error.ends_with("context canceled") {
-                "CANCELED".to_string()
-            } else {
-                format!("ERROR: {}", v.error)
+    /// The CI views: the current step keeps the log until it finishes;
+    /// then finished steps print whole, in the order they finished, and
+    /// the earliest started running step becomes current.
+    fn print_whole_steps(
+        &mut self,
+        current: Option<usize>,
+        mut completed: Vec<usize>,
+        rest: Vec<usize>,
+    ) {
+        if let Some(c) = current.filter(|c| self.state.step(*c).is_running()) {
+            if rest.contains(&c) {
+                self.print_step(c);
             }
-        } else if v.cached {
-            "CACHED".to_string()
-        } else {
-            let total: Duration = merge_intervals(&step.intervals)
+            let big = self
+                .updates
                 .iter()
-                .map(|(a, b)| b.duration_since(*a).unwrap_or_default())
-                .sum();
-            format!("DONE {:.1}s", total.as_secs_f64())
-        };
-        let failed = line.starts_with("ERROR");
-        emit(&mut self.out, &self.prefix, &format!("#{index} {line}"));
-        if failed && self.options.flavor == Flavor::Buildkite {
-            emit(&mut self.out, &self.prefix, buildkite::EXPAND_PREVIOUS);
+                .copied()
+                .find(|&i| i != c && self.printing[i].pending_bytes > HELD_BYTES);
+            if let Some(i) = big {
+                self.print_step(i);
+            }
+            return;
         }
-        if self.current.as_deref() == Some(digest) {
-            self.current = None;
+        if let Some(c) = current.filter(|c| completed.contains(c)) {
+            self.print_step(c);
+        }
+        completed.sort_by_key(|&i| self.state.step(i).last_interval().and_then(|iv| iv.stop));
+        for i in completed {
+            if Some(i) != current {
+                self.print_step(i);
+            }
+        }
+        if self.current.is_some() {
+            return;
+        }
+        let next = self
+            .state
+            .running()
+            .map(|(i, _)| i)
+            .find(|&i| !self.state.step(i).hidden);
+        if let Some(i) = next {
+            self.print_step(i);
+        }
+    }
+
+    /// The failing steps' last lines, after the build.
+    fn print_failures(&mut self) {
+        let failed: Vec<usize> = self
+            .state
+            .started_steps()
+            .filter(|(_, s)| s.failed())
+            .map(|(i, _)| i)
+            .collect();
+        for i in failed {
+            self.open_failure_group();
+            let name = escape_controls(&self.state.step(i).vertex.name);
+            self.line(None, "------");
+            self.line(None, &format!(" > {name}:"));
+            let tail: Vec<String> = self.printing[i].tail.iter().cloned().collect();
+            for l in tail {
+                self.line(None, &l);
+            }
+            self.line(None, "------");
+        }
+    }
+
+    fn open_failure_group(&mut self) {
+        if self.options.flavor == Flavor::Buildkite && !self.failure_group {
+            self.failure_group = true;
+            self.line(None, cilog::BUILDKITE_FAILED_STEPS);
         }
     }
 }
 
-fn merge_intervals(list: &[(SystemTime, SystemTime)]) -> Vec<(SystemTime, SystemTime)> {
-    let mut v = list.to_vec();
-    v.sort();
-    let mut out: Vec<(SystemTime, SystemTime)> = Vec::new();
-    for (a, b) in v {
-        match out.last_mut() {
-            Some(last) if a <= last.1 => {
-                if b > last.1 {
-                    last.1 = b;
-                }
-            }
-            _ => out.push((a, b)),
-        }
+/// Appends a line's bytes to a kept line, up to [`TAIL_LINE_BYTES`].
+fn push_capped(line: &mut String, seg: &[u8]) {
+    if line.len() >= TAIL_LINE_BYTES {
+        return;
     }
-    out
+    let room = TAIL_LINE_BYTES - line.len();
+    let text = String::from_utf8_lossy(&seg[..seg.len().min(room)]);
+    line.push_str(&text);
+}
+
+fn unix_seconds(t: Option<SystemTime>) -> u64 {
+    t.unwrap_or_else(SystemTime::now)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl<W: Write + Send> Display for PlainPrinter<W> {
     fn update(&mut self, update: &Update) {
-        self.tally.update(update);
-        if self.options.flavor == Flavor::Buildkite {
-            if let Some(t) = latest_time(update) {
-                self.prefix = buildkite::timestamp(t);
-            }
+        let changes = self.state.update(update);
+        if self.printing.len() < self.state.len() {
+            self.printing
+                .resize_with(self.state.len(), Printing::default);
         }
-        // Steps touched by this message, in order of first mention.
-        let mut touched: Vec<String> = Vec::new();
-        let touch = |d: &str, touched: &mut Vec<String>| {
-            if !touched.iter().any(|t| t == d) {
-                touched.push(d.to_string());
-            }
-        };
-        for v in &update.vertexes {
-            let step = self.step(&v.digest);
-            if v.is_cache_resend_of(&step.vertex) {
-                continue;
-            }
-            let was_completed = step.vertex.completed;
-            if let (Some(s), Some(c)) = (v.started, v.completed) {
-                if !step.intervals.contains(&(s, c)) {
-                    step.intervals.push((s, c));
-                }
-            }
-            if v.completed != was_completed || v.completed.is_none() {
-                step.completion_printed = false;
-            }
-            step.vertex = v.clone();
-            if v.started.is_some() {
-                touch(&v.digest, &mut touched);
-            }
+        let now = self.now();
+        for &i in &changes.vertexes {
+            self.touch(i, now);
+            self.mark(i);
         }
-        for s in &update.statuses {
-            if s.started.is_some()
-                && self
-                    .steps
-                    .get(&s.vertex)
-                    .is_some_and(|st| st.vertex.started.is_some())
-            {
-                touch(&s.vertex, &mut touched);
+        for (i, id) in &changes.statuses {
+            let p = &mut self.printing[*i];
+            if !p.status_updates.contains(id) {
+                p.status_updates.push(id.clone());
             }
+            self.touch(*i, now);
+            self.mark(*i);
         }
-        for l in &update.logs {
-            if self.steps.contains_key(&l.vertex) {
-                touch(&l.vertex, &mut touched);
-            }
+        // Unlike buildctl, a warning for a step already printed as done
+        // prints it again rather than never.
+        for (i, _) in &changes.warnings {
+            self.touch(*i, now);
+            self.mark(*i);
         }
-        for w in &update.warnings {
-            if self.steps.contains_key(&w.vertex) {
-                touch(&w.vertex, &mut touched);
-            }
+        for (i, n) in &changes.logs {
+            self.take_log(*i, &update.logs[*n]);
+            self.touch(*i, now);
+            self.mark(*i);
         }
-        for digest in touched {
-            let has_output = update
-                .statuses
-                .iter()
-                .any(|s| s.vertex == digest && s.started.is_some())
-                || update.logs.iter().any(|l| l.vertex == digest)
-                || update.warnings.iter().any(|w| w.vertex == digest);
-            let needs_completion = self
-                .steps
-                .get(&digest)
-                .is_some_and(|s| s.vertex.completed.is_some() && !s.completion_printed);
-            let is_new = self.steps.get(&digest).is_some_and(|s| s.index == 0);
-            if !has_output && !needs_completion && !is_new {
-                continue;
-            }
-            self.enter(&digest);
-            for s in update
-                .statuses
-                .iter()
-                .filter(|s| s.vertex == digest && s.started.is_some())
-            {
-                self.print_status(s);
-            }
-            for w in update.warnings.iter().filter(|w| w.vertex == digest) {
-                if let Some(index) = self.steps.get(&digest).map(|s| s.index) {
-                    self.print_warning(index, w);
-                }
-            }
-            for l in update.logs.iter().filter(|l| l.vertex == digest) {
-                self.print_log(&digest, l.stream, &l.data, l.timestamp);
-            }
-            self.maybe_complete(&digest);
-        }
+    }
+
+    fn refresh(&mut self) {
+        let now = self.now();
+        self.print(now);
         let _ = self.out.flush();
     }
 
     fn finish(&mut self) {
-        for digest in self.order.clone() {
-            self.flush_partial(&digest);
+        let now = self.now();
+        self.print(now);
+        // Whatever is still held (a build cut short, a waiting step) is
+        // printed rather than lost.
+        loop {
+            let held = self.updates.iter().copied().find(|&i| {
+                let p = &self.printing[i];
+                !self.state.step(i).hidden
+                    && (!p.pending.is_empty() || !p.status_updates.is_empty())
+            });
+            match held {
+                Some(i) => self.print_step(i),
+                None => break,
+            }
         }
-        let mut header_printed = false;
-        for digest in &self.order {
-            let Some(step) = self.steps.get(digest) else {
-                continue;
-            };
-            let v = &step.vertex;
-            if v.error.is_empty() || v.error.ends_with("context canceled") {
-                continue;
-            }
-            if self.options.flavor == Flavor::Buildkite && !header_printed {
-                emit(&mut self.out, &self.prefix, buildkite::FAILED_STEPS);
-                header_printed = true;
-            }
-            emit(&mut self.out, &self.prefix, "------");
-            emit(&mut self.out, &self.prefix, &format!(" > {}:", v.name));
-            for line in &step.tail {
-                emit(&mut self.out, &self.prefix, line);
-            }
-            emit(&mut self.out, &self.prefix, "------");
+        self.close_line();
+        if let Some(c) = self.current {
+            self.close_group(c, None);
+        }
+        self.print_failures();
+        let _ = self.out.flush();
+    }
+
+    fn error_sources(&mut self, sources: &[ErrorSource]) {
+        let lines: Vec<String> = sources.iter().flat_map(ErrorSource::excerpt).collect();
+        if lines.is_empty() {
+            return;
+        }
+        if self.options.flavor == Flavor::Buildkite && !self.failure_group {
+            self.failure_group = true;
+            self.line(None, cilog::BUILDKITE_BUILD_ERROR);
+        }
+        for l in lines {
+            self.line(None, &l);
         }
         let _ = self.out.flush();
     }
 
     fn summary(&mut self, end: &BuildEnd) {
-        let lines = summary_lines(&self.tally, end);
+        let mut lines = warning_lines(&self.state, end);
+        lines.extend(summary_lines(&self.state, end));
         if lines.is_empty() {
             return;
         }
         match self.options.flavor {
-            Flavor::Plain => {
+            Flavor::Buildkite => self.line(None, cilog::BUILDKITE_SUMMARY),
+            _ => {
                 if self.printed_any {
+                    self.close_line();
                     let _ = writeln!(self.out);
                 }
             }
-            Flavor::Buildkite => emit(&mut self.out, &self.prefix, buildkite::SUMMARY),
         }
         for line in lines {
-            emit(&mut self.out, &self.prefix, &line);
+            self.line(None, &line);
         }
         let _ = self.out.flush();
     }
@@ -523,7 +841,7 @@ impl<W: Write + Send> Display for PlainPrinter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::progress::Log;
+    use crate::progress::{Log, Vertex};
 
     fn at(ms: u64) -> Option<SystemTime> {
         Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms))
@@ -544,46 +862,61 @@ mod tests {
         }
     }
 
-    fn render(updates: &[Update]) -> String {
-        let mut p = PlainPrinter::new(Vec::new());
+    fn log(d: &str, ms: u64, data: &str) -> Log {
+        Log {
+            vertex: d.into(),
+            timestamp: at(ms),
+            stream: 1,
+            data: data.to_string().into(),
+        }
+    }
+
+    fn render_with(flavor: Flavor, updates: &[Update]) -> String {
+        let mut p = PlainPrinter::with_options(
+            Vec::new(),
+            PlainOptions {
+                flavor,
+                clock: Clock::Events,
+                ..Default::default()
+            },
+        );
         for u in updates {
             p.update(u);
+            p.refresh();
         }
         p.finish();
         String::from_utf8(p.into_inner()).expect("utf8")
     }
 
+    fn render(updates: &[Update]) -> String {
+        render_with(Flavor::Plain, updates)
+    }
+
+    fn vs(v: Vec<Vertex>) -> Update {
+        Update {
+            vertexes: v,
+            ..Default::default()
+        }
+    }
+
+    fn logs(l: Vec<Log>) -> Update {
+        Update {
+            logs: l,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn prints_blocks_logs_and_completion() {
         let out = render(&[
-            Update {
-                vertexes: vec![vertex("a", "[1/2] RUN echo hi", None, None)],
-                ..Default::default()
-            },
-            Update {
-                vertexes: vec![vertex("a", "[1/2] RUN echo hi", at(0), None)],
-                ..Default::default()
-            },
-            Update {
-                logs: vec![Log {
-                    vertex: "a".into(),
-                    timestamp: at(231),
-                    stream: 1,
-                    data: "hi\nthere\n".into(),
-                }],
-                ..Default::default()
-            },
-            Update {
-                vertexes: vec![vertex("a", "[1/2] RUN echo hi", at(0), at(300))],
-                ..Default::default()
-            },
-            Update {
-                vertexes: vec![Vertex {
-                    cached: true,
-                    ..vertex("b", "[2/2] COPY x y", at(400), at(400))
-                }],
-                ..Default::default()
-            },
+            vs(vec![vertex("a", "[1/2] RUN echo hi", None, None)]),
+            vs(vec![vertex("a", "[1/2] RUN echo hi", at(0), None)]),
+            logs(vec![log("a", 231, "hi\nthere\n")]),
+            vs(vec![vertex("a", "[1/2] RUN echo hi", at(0), at(300))]),
+            vs(vec![Vertex {
+                cached: true,
+                ..vertex("b", "[2/2] COPY x y", at(400), at(400))
+            }]),
         ]);
         assert_eq!(
             out,
@@ -598,23 +931,9 @@ mod tests {
             ..vertex("a", "RUN x", at(0), at(500))
         };
         let out = render(&[
-            Update {
-                vertexes: vec![vertex("a", "RUN x", at(0), None)],
-                ..Default::default()
-            },
-            Update {
-                logs: vec![Log {
-                    vertex: "a".into(),
-                    timestamp: at(100),
-                    stream: 2,
-                    data: "boom\n".into(),
-                }],
-                ..Default::default()
-            },
-            Update {
-                vertexes: vec![failed],
-                ..Default::default()
-            },
+            vs(vec![vertex("a", "RUN x", at(0), None)]),
+            logs(vec![log("a", 100, "boom\n")]),
+            vs(vec![failed]),
         ]);
         assert!(
             out.contains("#1 ERROR: process did not complete successfully: exit code: 3\n"),
@@ -626,36 +945,88 @@ mod tests {
         );
     }
 
+    /// A step restarted in the same message is still running, and its
+    /// DONE time covers both runs.
     #[test]
-    fn switching_unfinished_steps_marks_continuation() {
+    fn restarted_step_is_closed_with_its_whole_time() {
+        let name = "[internal] load build definition from Dockerfile";
         let out = render(&[
-            Update {
-                vertexes: vec![
-                    vertex("a", "A", at(0), None),
-                    vertex("b", "B", at(10), None),
-                ],
-                ..Default::default()
-            },
-            Update {
-                logs: vec![Log {
-                    vertex: "a".into(),
-                    timestamp: at(20),
-                    stream: 1,
-                    data: "x\n".into(),
-                }],
-                ..Default::default()
-            },
+            vs(vec![
+                vertex("a", name, at(0), at(1)),
+                vertex("a", name, at(2), None),
+            ]),
+            vs(vec![vertex("a", name, at(2), at(40))]),
+            vs(vec![vertex("a", name, at(600), None)]),
+            vs(vec![vertex("a", name, at(600), at(3000))]),
         ]);
-        assert_eq!(out, "#1 A\n#1 ...\n\n#2 B\n#2 ...\n\n#1 A\n#1 0.020 x\n");
+        assert!(out.contains("#1 DONE 2.4s\n"), "{out}");
+        assert!(!out.contains("#1 ...\n"), "{out}");
+        assert_eq!(out.lines().last(), Some("#1 DONE 2.4s"), "{out}");
+    }
+
+    /// Parallel steps keep their lines together: the current step's block
+    /// goes on while the others wait, as buildctl prints them.
+    #[test]
+    fn parallel_steps_stay_in_blocks() {
+        let mut ups = vec![vs(vec![
+            vertex("a", "A", at(0), None),
+            vertex("b", "B", at(1), None),
+        ])];
+        for n in 0..6u64 {
+            ups.push(logs(vec![
+                log("a", 10 + n * 100, &format!("a{n}\n")),
+                log("b", 11 + n * 100, &format!("b{n}\n")),
+            ]));
+        }
+        ups.push(vs(vec![vertex("a", "A", at(0), at(700))]));
+        ups.push(vs(vec![vertex("b", "B", at(1), at(710))]));
+        let out = render(&ups);
+        let headers = out.lines().filter(|l| *l == "#1 A" || *l == "#2 B").count();
+        assert!(headers <= 3, "{out}");
+        for n in 0..6 {
+            assert!(out.contains(&format!(" a{n}\n")), "{out}");
+            assert!(out.contains(&format!(" b{n}\n")), "{out}");
+        }
+        assert!(out.contains("#1 DONE 0.7s"), "{out}");
+        assert!(out.contains("#2 DONE 0.7s"), "{out}");
+    }
+
+    #[test]
+    fn steps_are_numbered_when_they_start() {
+        let out = render(&[
+            vs(vec![
+                vertex("leaf", "leaf", None, None),
+                vertex("base", "base", None, None),
+            ]),
+            vs(vec![vertex("base", "base", at(0), at(10))]),
+            vs(vec![vertex("leaf", "leaf", at(20), at(30))]),
+        ]);
+        assert_eq!(out, "#1 base\n#1 DONE 0.0s\n\n#2 leaf\n#2 DONE 0.0s\n");
+    }
+
+    #[test]
+    fn unfinished_lines_print_as_they_come() {
+        let out = render(&[
+            vs(vec![vertex("a", "A", at(0), None)]),
+            logs(vec![log("a", 10, "50%")]),
+            logs(vec![log("a", 20, " 100%\nnext\n")]),
+            vs(vec![vertex("a", "A", at(0), at(30))]),
+        ]);
+        assert_eq!(
+            out,
+            "#1 A\n#1 0.010 50% 100%\n#1 0.020 next\n#1 DONE 0.0s\n"
+        );
     }
 
     #[test]
     fn transfer_status_lines() {
         let out = render(&[
-            Update {
-                vertexes: vec![vertex("a", "[internal] load build context", at(0), None)],
-                ..Default::default()
-            },
+            vs(vec![vertex(
+                "a",
+                "[internal] load build context",
+                at(0),
+                None,
+            )]),
             Update {
                 statuses: vec![VertexStatus {
                     id: "transferring context:".into(),
@@ -671,5 +1042,71 @@ mod tests {
             },
         ]);
         assert_eq!(out, "#1 [internal] load build context\n#1 transferring context: 1.98MB 0.0s done\n#1 DONE 0.0s\n");
+    }
+
+    /// In the CI views each step is one group, also when steps run side by
+    /// side; the failing one is expanded.
+    #[test]
+    fn ci_views_print_one_group_per_step() {
+        let mut ups = vec![vs(vec![
+            vertex("a", "A", at(0), None),
+            vertex("b", "B", at(1), None),
+        ])];
+        for n in 0..5u64 {
+            ups.push(logs(vec![
+                log("a", 10 + n * 100, &format!("a{n}\n")),
+                log("b", 11 + n * 100, &format!("b{n}\n")),
+            ]));
+        }
+        ups.push(vs(vec![Vertex {
+            error: "exit code: 1".into(),
+            ..vertex("b", "B", at(1), at(600))
+        }]));
+        ups.push(vs(vec![vertex("a", "A", at(0), at(700))]));
+        for (flavor, open) in [
+            (Flavor::Buildkite, "--- #"),
+            (Flavor::GitHub, "::group::#"),
+            (Flavor::GitLab, "section_start:"),
+        ] {
+            let out = render_with(flavor, &ups);
+            assert_eq!(out.matches(open).count(), 2, "{out}");
+            let a: Vec<&str> = out.lines().filter(|l| l.contains(" a")).collect();
+            assert_eq!(a.len(), 5, "{out}");
+            if flavor == Flavor::Buildkite {
+                assert!(
+                    out.contains("#2 ERROR: exit code: 1\n\x1b_bk;t=1000600\x07^^^ +++\n"),
+                    "{out}"
+                );
+            }
+            if flavor == Flavor::GitHub {
+                assert_eq!(out.matches("::endgroup::").count(), 2, "{out}");
+            }
+            if flavor == Flavor::GitLab {
+                assert!(out.contains("[collapsed=false]\r\x1b[0K#2 B"), "{out}");
+                assert_eq!(out.matches("section_end:").count(), 2, "{out}");
+            }
+        }
+    }
+
+    #[test]
+    fn held_output_is_bounded() {
+        let mut p = PlainPrinter::with_options(
+            std::io::sink(),
+            PlainOptions {
+                flavor: Flavor::Buildkite,
+                clock: Clock::Events,
+                ..Default::default()
+            },
+        );
+        p.update(&vs(vec![
+            vertex("a", "A", at(0), None),
+            vertex("b", "B", at(1), None),
+        ]));
+        let line = "x".repeat(999) + "\n";
+        for n in 0..5000u64 {
+            p.update(&logs(vec![log("b", n, &line)]));
+            p.refresh();
+            assert!(p.printing.iter().map(|x| x.pending_bytes).sum::<usize>() <= HELD_BYTES + 1000);
+        }
     }
 }

@@ -15,8 +15,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BuildEnd, Display, Log, ProgressGroup, SourceFile, SourceRange, Update, Vertex, VertexStatus,
-    Warning,
+    BuildEnd, Display, ErrorSource, Log, ProgressGroup, SourceFile, SourceRange, Update, Vertex,
+    VertexStatus, Warning,
 };
 
 /// Writes each update as one JSON line.
@@ -41,6 +41,14 @@ impl<W: Write + Send> Display for RawJson<W> {
     }
 
     fn finish(&mut self) {}
+
+    /// As buildctl, the failing Dockerfile lines follow the stream.
+    fn error_sources(&mut self, sources: &[ErrorSource]) {
+        for line in sources.iter().flat_map(ErrorSource::excerpt) {
+            let _ = writeln!(self.out, "{line}");
+        }
+        let _ = self.out.flush();
+    }
 
     /// The stream is the whole output: no summary line in it.
     fn summary(&mut self, _end: &BuildEnd) {}

@@ -5,11 +5,12 @@
 //!
 //! Nothing reaches its destination until the build has succeeded: files are
 //! staged (see [`crate::outfile`]) and put in place by
-//! [`StagedOutputs::commit`].
+//! [`StagedOutputs::commit`]; directories are received into a staging area
+//! beside theirs (see [`crate::fsync::stage`]).
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -22,6 +23,8 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fsync::receive::{ReceiveError, Receiver, Step};
+pub use crate::fsync::stage::parent_dir;
+use crate::fsync::stage::StagedDir;
 use crate::outfile::{FileDest, Staging};
 use crate::proto::fsutil::types::Packet;
 use crate::proto::moby::filesync::v1::BytesMessage;
@@ -43,14 +46,8 @@ pub enum OutputTarget {
 /// Received output waiting for the build to succeed.
 #[derive(Debug)]
 enum Staged {
-    File {
-        temp: Staging,
-        dest: FileDest,
-    },
-    Dir {
-        temp: tempfile::TempDir,
-        dest: PathBuf,
-    },
+    File { temp: Staging, dest: FileDest },
+    Dir { staged: StagedDir, dest: PathBuf },
 }
 
 /// Outputs written so far, committed or dropped as a whole.
@@ -105,56 +102,16 @@ impl StagedOutputs {
                     })?;
                     done.push(dest.path);
                 }
-                Staged::Dir { temp, dest } => {
-                    merge_dir(temp.path(), &dest).map_err(|source| CommitError {
+                Staged::Dir { staged, dest } => {
+                    staged.commit().map_err(|e| CommitError {
                         dest: dest.clone(),
-                        source,
+                        source: std::io::Error::new(e.kind(), write_reason(&e)),
                     })?;
                     done.push(dest);
                 }
             }
         }
         Ok(done)
-    }
-}
-
-/// Moves the staged tree into `dest`: a rename when `dest` does not exist,
-/// else entry by entry, replacing what is there (as buildctl merges).
-fn merge_dir(from: &Path, dest: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(dest) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::rename(from, dest),
-        Err(e) => Err(e),
-        Ok(m) if !m.is_dir() => Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "exists and is not a directory",
-        )),
-        Ok(_) => {
-            for entry in std::fs::read_dir(from)? {
-                let entry = entry?;
-                let target = dest.join(entry.file_name());
-                let from_is_dir = entry.file_type()?.is_dir();
-                match std::fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() && from_is_dir => {
-                        merge_dir(&entry.path(), &target)?;
-                        continue;
-                    }
-                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target)?,
-                    Ok(_) => std::fs::remove_file(&target)?,
-                    Err(_) => {}
-                }
-                std::fs::rename(entry.path(), &target)?;
-            }
-            Ok(())
-        }
-    }
-}
-
-/// The directory `dest` lives in (`.` for a bare name): where output is
-/// staged, so the final rename stays on one file system.
-pub fn parent_dir(dest: &Path) -> PathBuf {
-    match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 
@@ -221,28 +178,29 @@ impl FileSendService {
                 std::io::stdout().flush().map_err(&fail)?;
             }
             OutputTarget::Dir(dest) => {
-                let parent = parent_dir(&dest);
-                let temp = tempfile::Builder::new()
-                    .prefix(".bkd-output-")
-                    .tempdir_in(&parent)
-                    .map_err(|e| {
-                        let message = format!(
-                            "cannot create output in {}: {}",
-                            parent.display(),
-                            write_reason(&e)
-                        );
-                        self.staged.record_failure(message.clone());
-                        Status::aborted(message)
-                    })?;
-                let receiver = Receiver::new(temp.path().to_path_buf());
+                let fail = |e: std::io::Error| {
+                    let message = format!(
+                        "cannot create output in {}: {}",
+                        crate::text::escape_path(&parent_dir(&dest)),
+                        write_reason(&e)
+                    );
+                    self.staged.record_failure(message.clone());
+                    Status::aborted(message)
+                };
+                let staged_dir = StagedDir::create(&dest).map_err(fail)?;
+                let out = staged_dir.out().map_err(fail)?;
+                let receiver = Receiver::new(out, dest.clone());
                 let staged = self.staged.clone();
                 tokio::spawn(async move {
                     match receive_dir(receiver, inbound, &tx).await {
-                        Ok(()) => staged.push(Staged::Dir { temp, dest }),
+                        Ok(()) => staged.push(Staged::Dir {
+                            staged: staged_dir,
+                            dest,
+                        }),
                         Err(Failure::Write(message)) => {
                             staged.record_failure(format!(
                                 "cannot write output {}: {message}",
-                                dest.display()
+                                crate::text::escape_path(&dest)
                             ));
                             let _ = tx.send(Err(Status::aborted(message))).await;
                         }
@@ -363,6 +321,7 @@ async fn receive_dir(
             Err(ReceiveError::Io { source, .. }) => {
                 return Err(Failure::Write(write_reason(&source)))
             }
+            Err(e @ ReceiveError::DeviceNeedsRoot(_)) => return Err(Failure::Write(e.to_string())),
             Err(e) => return Err(Status::aborted(e.to_string()).into()),
         };
         match step {

@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -20,8 +19,9 @@ use tokio_stream::StreamExt;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::fsync::dirfd::{self, Dir};
 use crate::fsync::stat::is_requestable;
-use crate::fsync::walk::{walk, Filter, WalkEntry};
+use crate::fsync::walk::{shown, walk, Filter, WalkEntry};
 use crate::proto::fsutil::types::{packet::PacketType, Packet};
 use crate::proto::moby::filesync::v1::file_sync_server::{FileSync, FileSyncServer};
 
@@ -315,8 +315,30 @@ impl FileSync for FileSyncService {
     }
 }
 
-/// Ids the daemon may ask for, and where their content lives.
-type Offered = Arc<Mutex<HashMap<u32, (PathBuf, u64)>>>;
+/// A file the daemon may ask for: where it is below the root, and the size
+/// and identity it was announced with.
+struct Offer {
+    path: Bytes,
+    size: u64,
+    dev: u64,
+    ino: u64,
+}
+
+/// Ids the daemon may ask for.
+type Offered = Arc<Mutex<HashMap<u32, Offer>>>;
+
+/// The directory being sent: its descriptor, which every open goes
+/// through, and its path for messages.
+struct Root {
+    dir: Dir,
+    path: PathBuf,
+}
+
+impl Root {
+    fn shown(&self, rel: &[u8]) -> String {
+        shown(&self.path, rel)
+    }
+}
 
 /// Runs one transfer: the walk (blocking, on its own thread), the readers,
 /// and the loop answering the daemon's requests.
@@ -326,20 +348,32 @@ async fn send_dir(
     mut inbound: Streaming<Packet>,
     tx: PacketTx,
 ) -> Result<(), String> {
+    let dir = Dir::open(&root).map_err(|e| {
+        format!(
+            "cannot read {}: {}",
+            crate::text::escape_path(&root),
+            crate::error::io_reason(&e)
+        )
+    })?;
+    let root = Arc::new(Root { dir, path: root });
     let offered: Offered = Arc::default();
-    let (req_tx, req_rx) = std::sync::mpsc::channel::<(u32, PathBuf, u64)>();
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<(u32, Offer)>();
     let req_rx = Arc::new(Mutex::new(req_rx));
 
     let walker = {
         let offered = offered.clone();
         let tx = tx.clone();
+        let root = root.clone();
         tokio::task::spawn_blocking(move || walk_and_announce(&root, &filter, &offered, &tx))
     };
     let mut readers = Vec::with_capacity(READERS);
     for _ in 0..READERS {
         let rx = req_rx.clone();
         let tx = tx.clone();
-        readers.push(tokio::task::spawn_blocking(move || read_loop(&rx, &tx)));
+        let root = root.clone();
+        readers.push(tokio::task::spawn_blocking(move || {
+            read_loop(&root, &rx, &tx)
+        }));
     }
 
     let mut answer_requests = Box::pin(async {
@@ -355,11 +389,11 @@ async fn send_dir(
                         .lock()
                         .map_err(|_| "file table poisoned".to_string())?
                         .remove(&p.id);
-                    let Some((path, size)) = entry else {
+                    let Some(offer) = entry else {
                         return Err(format!("invalid file id {}", p.id));
                     };
-                    if size <= INLINE_MAX {
-                        let data = read_small(&path, size)?;
+                    if offer.size <= INLINE_MAX {
+                        let data = read_small(&root, &offer)?;
                         let closed = || "receiver closed the transfer early".to_string();
                         if !data.is_empty() {
                             tx.send(data_packet(p.id, data))
@@ -372,7 +406,7 @@ async fn send_dir(
                         continue;
                     }
                     req_tx
-                        .send((p.id, path, size))
+                        .send((p.id, offer))
                         .map_err(|_| "file readers stopped".to_string())?;
                 }
                 Ok(PacketType::PacketFin) => {
@@ -413,7 +447,7 @@ async fn send_dir(
 }
 
 fn walk_and_announce(
-    root: &std::path::Path,
+    root: &Root,
     filter: &Filter,
     offered: &Offered,
     tx: &PacketTx,
@@ -421,11 +455,17 @@ fn walk_and_announce(
     let started = Instant::now();
     let mut id: u32 = 0;
     let mut stopped = false;
-    let res = walk(root, filter, |entry: WalkEntry| {
+    let res = walk(&root.dir, &root.path, filter, |entry: WalkEntry| {
         // Register before announcing, so a request can never outrun it.
         if is_requestable(entry.stat.mode) && entry.stat.linkname.is_empty() {
             if let Ok(mut map) = offered.lock() {
-                map.insert(id, (entry.abs, entry.stat.size.max(0) as u64));
+                let offer = Offer {
+                    path: entry.stat.path.clone(),
+                    size: entry.stat.size.max(0) as u64,
+                    dev: entry.dev,
+                    ino: entry.ino,
+                };
+                map.insert(id, offer);
             }
         }
         id += 1;
@@ -451,14 +491,14 @@ fn walk_and_announce(
     Ok(())
 }
 
-fn read_loop(rx: &Mutex<std::sync::mpsc::Receiver<(u32, PathBuf, u64)>>, tx: &PacketTx) {
+fn read_loop(root: &Root, rx: &Mutex<std::sync::mpsc::Receiver<(u32, Offer)>>, tx: &PacketTx) {
     loop {
         let next = match rx.lock() {
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
-        let Ok((id, path, size)) = next else { return };
-        if send_file(id, &path, size, tx).is_err() {
+        let Ok((id, offer)) = next else { return };
+        if send_file(root, id, &offer, tx).is_err() {
             return;
         }
     }
@@ -466,12 +506,13 @@ fn read_loop(rx: &Mutex<std::sync::mpsc::Receiver<(u32, PathBuf, u64)>>, tx: &Pa
 
 /// Streams one file as DATA packets and the empty terminator. A socket
 /// (announced as an empty regular file) is sent empty, as the reference
-/// sender does. A file that cannot be read, vanished, or shrank since the
-/// walk announced it ends the transfer with an error naming it: an empty or
-/// short file in the build would be a silent corruption. The content never
-/// exceeds the size announced in its STAT, so a growing file is cut there.
-fn send_file(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<(), ()> {
-    if let Err(message) = send_content(id, path, size, tx)? {
+/// sender does. A file that cannot be read, vanished, shrank or is no
+/// longer the file announced ends the transfer with an error naming it: an
+/// empty or short file in the build would be a silent corruption, another
+/// file in its place could be anything. The content never exceeds the size
+/// announced in its STAT, so a growing file is cut there.
+fn send_file(root: &Root, id: u32, offer: &Offer, tx: &PacketTx) -> Result<(), ()> {
+    if let Err(message) = send_content(root, id, offer, tx)? {
         let _ = tx.blocking_send(err_packet(&message));
         return Err(());
     }
@@ -483,15 +524,20 @@ fn send_file(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<(), ()> {
 
 /// The DATA packets of one file: `Err(())` when the receiver went away,
 /// `Ok(Err(message))` when the file could not be sent as announced.
-fn send_content(id: u32, path: &Path, size: u64, tx: &PacketTx) -> Result<Result<(), String>, ()> {
-    let mut file = match open_for_send(path) {
+fn send_content(
+    root: &Root,
+    id: u32,
+    offer: &Offer,
+    tx: &PacketTx,
+) -> Result<Result<(), String>, ()> {
+    let mut file = match open_for_send(root, offer) {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(Ok(())),
         Err(message) => return Ok(Err(message)),
     };
-    let mut remaining = size;
+    let mut remaining = offer.size;
     while remaining > 0 {
-        let chunk = match next_chunk(&mut file, path, size, remaining) {
+        let chunk = match next_chunk(&mut file, root, offer, remaining) {
             Ok(c) => c,
             Err(message) => return Ok(Err(message)),
         };
@@ -512,12 +558,12 @@ fn data_packet(id: u32, data: Vec<u8>) -> Packet {
 /// The whole content of a small file, read where the request arrives:
 /// handing thousands of tiny files to reader threads costs more in thread
 /// wake-ups than the reads themselves.
-fn read_small(path: &Path, size: u64) -> Result<Vec<u8>, String> {
+fn read_small(root: &Root, offer: &Offer) -> Result<Vec<u8>, String> {
     let mut data = Vec::new();
-    if let Some(mut file) = open_for_send(path)? {
-        let mut remaining = size;
+    if let Some(mut file) = open_for_send(root, offer)? {
+        let mut remaining = offer.size;
         while remaining > 0 {
-            let chunk = next_chunk(&mut file, path, size, remaining)?;
+            let chunk = next_chunk(&mut file, root, offer, remaining)?;
             remaining -= chunk.len() as u64;
             if data.is_empty() {
                 data = chunk;
@@ -529,42 +575,65 @@ fn read_small(path: &Path, size: u64) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
-/// Opens a file to send; `None` for a socket (carried as an empty file) or
-/// something that is no longer a regular file.
-fn open_for_send(path: &Path) -> Result<Option<std::fs::File>, String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let file = match file {
-        Ok(f) => f,
+/// Opens a file to send, below the root without following any symlink,
+/// and checks it is the file announced; `None` for a socket (carried as an
+/// empty file).
+fn open_for_send(root: &Root, offer: &Offer) -> Result<Option<std::fs::File>, String> {
+    let changed = || {
+        format!(
+            "{} changed while the build context was being sent (it is no longer the file announced)",
+            root.shown(&offer.path)
+        )
+    };
+    let fd = match root
+        .dir
+        .open_beneath(&offer.path, libc::O_RDONLY | libc::O_NONBLOCK)
+    {
+        Ok(fd) => fd,
         // ENXIO: a socket, which the protocol carries as an empty file.
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(format!(
                 "{} vanished while the build context was being sent",
-                crate::text::escape_path(path)
+                root.shown(&offer.path)
             ))
+        }
+        // A symlink or a non-directory on the way: something was swapped in.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ELOOP) | Some(libc::ENOTDIR) | Some(libc::EXDEV)
+            ) =>
+        {
+            return Err(changed())
         }
         Err(e) => {
             return Err(format!(
                 "cannot read {}: {}",
-                crate::text::escape_path(path),
+                root.shown(&offer.path),
                 crate::error::io_reason(&e)
             ))
         }
     };
-    let is_regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
-    // Replaced by something else since the walk: nothing to read.
-    Ok(is_regular.then_some(file))
+    let st = dirfd::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(|e| {
+        format!(
+            "cannot read {}: {}",
+            root.shown(&offer.path),
+            crate::error::io_reason(&e)
+        )
+    })?;
+    if st.st_dev != offer.dev || st.st_ino != offer.ino || !dirfd::is_file(&st) {
+        return Err(changed());
+    }
+    Ok(Some(std::fs::File::from(fd)))
 }
 
-/// The next chunk of a file of announced `size` with `remaining` bytes
-/// still to send; a file that ends early is an error.
+/// The next chunk of a file of announced size with `remaining` bytes still
+/// to send; a file that ends early is an error.
 fn next_chunk(
     file: &mut std::fs::File,
-    path: &Path,
-    size: u64,
+    root: &Root,
+    offer: &Offer,
     remaining: u64,
 ) -> Result<Vec<u8>, String> {
     let want = remaining.min(CHUNK_SIZE as u64);
@@ -573,16 +642,16 @@ fn next_chunk(
     let n = read_up_to(file, want, &mut chunk).map_err(|e| {
         format!(
             "cannot read {}: {}",
-            crate::text::escape_path(path),
+            root.shown(&offer.path),
             crate::error::io_reason(&e)
         )
     })?;
     if n == 0 {
         return Err(format!(
             "{} changed while the build context was being sent ({} bytes announced, {} read)",
-            crate::text::escape_path(path),
-            size,
-            size - remaining
+            root.shown(&offer.path),
+            offer.size,
+            offer.size - remaining
         ));
     }
     Ok(chunk)

@@ -204,7 +204,13 @@ where
         .initial_connection_window_size(crate::transport::CONNECTION_WINDOW)
         .max_frame_size(1 << 20)
         .max_send_buf_size(4 << 20)
-        .max_concurrent_streams(1000);
+        .max_concurrent_streams(1000)
+        // The daemon sends a transfer's .dockerignore patterns, include
+        // patterns and follow paths as request headers. hyper's default of
+        // 16 KiB stops at about 300 patterns; buildctl's session (Go's
+        // HTTP/2 server) takes 1 MiB, about 15,000 short patterns; bkd
+        // takes 16 MiB, its largest message.
+        .max_header_list_size(MAX_HEADER_LIST_SIZE);
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(routes));
     tokio::pin!(conn);
     tokio::select! {
@@ -213,6 +219,27 @@ where
         // session stream, and the daemon forgets the session.
         _ = shutdown => Ok(()),
     }
+}
+
+/// The largest header list the daemon may send on one call: as large as
+/// the largest message, so memory stays bounded against a hostile daemon.
+pub const MAX_HEADER_LIST_SIZE: u32 = 16 << 20;
+
+/// What the daemon reports when the headers of a call (a file transfer's
+/// patterns) are over [`MAX_HEADER_LIST_SIZE`]; it says nothing of where
+/// they come from.
+const HEADERS_TOO_LARGE: &str = "header list size to send violates the maximum size";
+
+/// The explanation to add to a daemon error about headers over the limit.
+pub fn explain_error(message: &str) -> Option<String> {
+    message.contains(HEADERS_TOO_LARGE).then(|| {
+        format!(
+            "the .dockerignore patterns (or the include patterns or follow paths) of a build \
+             context are over the {} MiB a transfer can carry: shorten the .dockerignore \
+             (buildctl stops at 1 MiB)",
+            MAX_HEADER_LIST_SIZE >> 20
+        )
+    })
 }
 
 /// A random identifier like the ones buildctl uses: 25 lowercase base-36
@@ -224,4 +251,21 @@ pub fn random_id() -> String {
     (0..25)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_error_about_headers_over_the_limit_names_dockerignore() {
+        let daemon = "rpc error: code = Internal desc = header list size to send violates \
+                      the maximum size (16777216 bytes) set by server";
+        let why = explain_error(daemon).expect("explained");
+        assert!(
+            why.contains(".dockerignore") && why.contains("16 MiB"),
+            "{why}"
+        );
+        assert_eq!(explain_error("failed to compute cache key"), None);
+    }
 }
