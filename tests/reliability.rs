@@ -930,6 +930,69 @@ fn names_with_newlines_stay_on_one_line() {
     assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
 }
 
+/// Names bkd prints from its command line before any build (a secret's
+/// file, an output, the metadata file, an ssh socket, a named context, the
+/// daemon address): each error stays one line however the name is made.
+#[test]
+fn names_in_command_line_errors_stay_on_one_line() {
+    let ctx = context();
+    write(ctx.path(), "Dockerfile", "FROM scratch\n");
+    let forged = "\nerror: forged (exit 0)\n::warning::x";
+    let cases: [(Vec<String>, i32, &str); 6] = [
+        (
+            vec!["--secret".into(), format!("id=s,src=missing{forged}")],
+            3,
+            "secret s: cannot read missing\\nerror: forged",
+        ),
+        (
+            vec!["-o".into(), format!("type=tar,dest=nodir{forged}/out.tar")],
+            3,
+            "cannot write output nodir\\nerror: forged",
+        ),
+        (
+            vec!["-o".into(), format!("type=local,dest=nodir{forged}/out")],
+            3,
+            "cannot write output nodir\\nerror: forged",
+        ),
+        (
+            vec!["--metadata-file".into(), format!("nodir{forged}/m.json")],
+            3,
+            "cannot write metadata file nodir\\nerror: forged",
+        ),
+        (
+            vec!["--ssh".into(), format!("agent=/nonexistent{forged}")],
+            3,
+            "cannot use /nonexistent\\nerror: forged",
+        ),
+        (
+            vec!["--build-context".into(), format!("x=nodir{forged}")],
+            3,
+            "--build-context x=nodir\\nerror: forged",
+        ),
+    ];
+    for (flags, code, needle) in cases {
+        let mut args = vec!["build"];
+        args.extend(flags.iter().map(String::as_str));
+        args.push(".");
+        let run = bkd_limited(&args, ctx.path(), &[]);
+        assert_fails(&run, code, needle);
+        assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
+    }
+    let addr = format!("unix:///nonexistent{forged}");
+    let run = run(
+        env!("CARGO_BIN_EXE_bkd"),
+        &["build", "--addr", &addr, "."],
+        ctx.path(),
+        &[],
+    );
+    assert_fails(
+        &run,
+        4,
+        "cannot connect to buildkitd at unix:///nonexistent\\nerror: forged",
+    );
+    assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
+}
+
 /// Entries of `dir` whose names start with `.bkd-output-`.
 fn partial_outputs(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
