@@ -362,7 +362,24 @@ fn sigint_stops_a_rootless_build_and_exits_130() {
 
 #[test]
 fn sigkill_of_bkd_takes_the_rootless_daemon_and_its_steps_down() {
-    let (mut child, _ctx, root) = stuck_build(As::User, "8231");
+    use std::os::unix::fs::PermissionsExt;
+    // A runtime dir of its own, so the run dir bkd makes is the only one.
+    let xdg = user_dir();
+    std::fs::set_permissions(xdg.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let base = xdg.path().join("buildkit");
+    let xdg_env = xdg.path().display().to_string();
+    let env = [("XDG_RUNTIME_DIR", xdg_env.as_str())];
+    let listing = || -> Vec<String> {
+        std::fs::read_dir(&base)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (mut child, _ctx, root) = stuck_build_env(As::User, "8231", &env);
+    let runs = listing();
     let pid = bkd_pid(&root).expect("bkd pid");
     // SAFETY: signalling the bkd process this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -374,6 +391,14 @@ fn sigkill_of_bkd_takes_the_rootless_daemon_and_its_steps_down() {
         "left running: {:?} {:?}",
         processes_matching(&root),
         processes_matching("sleep 8231")
+    );
+    // The guardian takes the run dir (log, sockets, rootlesskit's state)
+    // with it.
+    assert_eq!(runs.len(), 1, "run dirs while building: {runs:?}");
+    assert!(
+        wait_for(Duration::from_secs(3), || listing().is_empty()),
+        "left after SIGKILL of bkd: {:?}",
+        listing()
     );
 }
 
