@@ -993,6 +993,21 @@ fn names_in_command_line_errors_stay_on_one_line() {
     assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
 }
 
+/// The daemon's own error text quotes what it was given as is (here the
+/// frontend's `failed to parse target platform %s`): printed as one line.
+#[test]
+fn a_daemon_error_with_a_newline_stays_on_one_line() {
+    let ctx = context();
+    write(ctx.path(), "Dockerfile", "FROM scratch\n");
+    let opt = "platform=linux/x\nerror: forged (exit 0)";
+    let run = bkd_limited(&["build", "--opt", opt, "."], ctx.path(), &[]);
+    assert_fails(
+        &run,
+        1,
+        "failed to parse target platform linux/x\\nerror: forged (exit 0)",
+    );
+}
+
 /// Entries of `dir` whose names start with `.bkd-output-`.
 fn partial_outputs(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
