@@ -540,13 +540,15 @@ fn plain_progress_matches_buildctl_step_for_step() {
             assert_eq!(state, &theirs_steps[name].1, "{name}{explain}");
         }
     }
-    // Log lines: buildctl can glue a partial stdout line to the next stderr
-    // line; bkd keeps the streams apart, so its lines are checked exactly.
+    // Log lines: as buildctl, bkd continues a step's unfinished line with
+    // the step's next output, whichever stream it comes from, so the
+    // partial stdout line is glued to "two" when stderr's line arrives
+    // after it (the daemon's two streams race).
     let run_step = "[2/3] RUN [\"/tools/busybox\",\"sh\",\"-c\",\"echo one && echo two >&2 && printf 'no newline'\"]";
-    assert_eq!(
-        ours_steps[run_step].0,
-        ["no newline", "one", "two"],
-        "{explain}"
+    let lines = &ours_steps[run_step].0;
+    assert!(
+        lines == &["no newline", "one", "two"] || lines == &["no newlinetwo", "one"],
+        "{lines:?}{explain}"
     );
     assert_eq!(
         ours_steps["[3/3] RUN [\"/tools/busybox\",\"echo\",\"three\"]"].0,
