@@ -249,6 +249,23 @@ fn a_daemon_that_exits_at_once_fails_fast_with_its_log() {
     let kept = std::fs::read_to_string(log).expect("the daemon log is kept");
     let _ = std::fs::remove_file(log);
     assert!(kept.contains("bogus-flag"));
+    // Only the log is kept, beside where the run dir was (BASE/bkd-X.log):
+    // the run dir itself is gone.
+    let log = Path::new(log);
+    let in_run_dir = log
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n.to_string_lossy().starts_with("bkd-"));
+    assert!(
+        !in_run_dir,
+        "the log was kept in its run dir: {}",
+        log.display()
+    );
+    assert!(
+        !log.with_extension("").exists(),
+        "the run dir of {} is left",
+        log.display()
+    );
 }
 
 #[test]
