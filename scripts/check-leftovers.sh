@@ -5,7 +5,8 @@
 # bkd's runtime directories (/run/buildkit/bkd-*, $XDG_RUNTIME_DIR/buildkit,
 # the temp dir) other than ones a live bkd holds locked, temp dirs and files
 # of the tests (bkd-*), the daemon's temporary mounts, mounts and runc
-# containers under the temp dir, and bkd guardians still running.
+# containers under the temp dir, bkd guardians still running, and any
+# process still running with the suite's TMPDIR in its environment.
 #
 # Run the suite with TMPDIR set to a directory of its own (as .ci/run does)
 # so that the check sees only this run's files, not those of other runs on
@@ -40,6 +41,33 @@ inventory() {
     done
   fi
   pgrep -a -f -- '__bkd-guard' 2>/dev/null | grep -F "$tmp/" | sed 's/^/process /' || true
+  if [ "$tmp" != /tmp ]; then
+    # Anything still running that the suite started: its environment has
+    # the suite's TMPDIR (daemons, registries, servers a test left behind).
+    local p
+    for p in /proc/[0-9]*; do
+      p="${p#/proc/}"
+      mine "$p" && continue
+      { tr '\0' '\n' <"/proc/$p/environ"; } 2>/dev/null | grep -qxF "TMPDIR=$tmp" || continue
+      echo "process $p $({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | cut -c1-120)"
+    done
+  fi
+}
+
+# Whether process $1 is this script, one of its ancestors or one of its
+# children (the commands it runs while checking).
+mine() {
+  local q="$1"
+  while [ -n "$q" ] && [ "$q" -gt 1 ]; do
+    [ "$q" = "$$" ] && return 0
+    q="$(awk '{print $4}' "/proc/$q/stat" 2>/dev/null)"
+  done
+  q="$$"
+  while [ -n "$q" ] && [ "$q" -gt 1 ]; do
+    [ "$q" = "$1" ] && return 0
+    q="$(awk '{print $4}' "/proc/$q/stat" 2>/dev/null)"
+  done
+  return 1
 }
 
 case "${1:-}" in
