@@ -557,7 +557,15 @@ impl Host for RealHost {
             };
             let meta = match std::fs::metadata(&path) {
                 Ok(m) => m,
-                Err(e) => return (Err(format!("cannot read {}: {e}", path.display())), false),
+                Err(e) => {
+                    return (
+                        Err(format!(
+                            "cannot read {}: {e}",
+                            crate::text::escape_path(&path)
+                        )),
+                        false,
+                    )
+                }
             };
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let setuid = meta.permissions().mode() & 0o4000 != 0 && meta.uid() == 0;
@@ -587,8 +595,12 @@ impl Host for RealHost {
         for file in ["/etc/subuid", "/etc/subgid"] {
             let text =
                 std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-            let range = subid_range(&text, user, uid)
-                .ok_or_else(|| format!("no range for {user} (uid {uid}) in {file}"))?;
+            let range = subid_range(&text, user, uid).ok_or_else(|| {
+                format!(
+                    "no range for {} (uid {uid}) in {file}",
+                    crate::text::escape_str(user)
+                )
+            })?;
             ranges.push(format!("{file} {}:{}", range.0, range.1));
             found.push(range);
         }
@@ -607,7 +619,7 @@ impl Host for RealHost {
 
     fn binary(&self, name: &str) -> Probe {
         let path = which(name).ok_or_else(|| not_found(name))?;
-        Ok(path.display().to_string())
+        Ok(crate::text::escape_path(&path))
     }
 }
 
@@ -763,6 +775,7 @@ pub fn decode_file_caps(raw: &[u8]) -> Option<String> {
 
 /// Why `which(name)` found nothing.
 pub fn not_found(name: &str) -> String {
+    let name = crate::text::escape_str(name);
     if name.contains('/') {
         format!("{name} does not exist or is not executable")
     } else {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod spawn;
+pub mod token_registry;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -76,7 +77,27 @@ extern "C" fn stop_all() {
         }
     }
     if let Some(dir) = BED_DIR.get() {
+        unmount_below(dir);
+        delete_runc_entries_below(dir);
         let _ = std::fs::remove_dir_all(dir);
+    }
+    remove_empty_ssh_socket_dirs();
+}
+
+/// buildkitd leaves an empty `.buildkit-ssh-sock*` directory in the temp
+/// dir for every `RUN --mount=type=ssh` (it removes only the socket); the
+/// test bed's daemon is gone now, so the empty ones go.
+fn remove_empty_ssh_socket_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(".buildkit-ssh-sock")
+        {
+            let _ = std::fs::remove_dir(e.path());
+        }
     }
 }
 
@@ -589,15 +610,24 @@ pub struct PrivateDaemon {
 
 impl PrivateDaemon {
     pub fn start() -> PrivateDaemon {
+        PrivateDaemon::start_with_config("")
+    }
+
+    /// A private daemon with this `buildkitd.toml` text.
+    pub fn start_with_config(config: &str) -> PrivateDaemon {
         let dir = tempfile::Builder::new()
             .prefix("bkd-private-daemon-")
             .tempdir()
             .expect("temp dir");
         let addr = format!("unix://{}", dir.path().join("buildkitd.sock").display());
         let log = std::fs::File::create(dir.path().join("buildkitd.log")).expect("log");
+        let config_path = dir.path().join("buildkitd.toml");
+        std::fs::write(&config_path, config).expect("buildkitd.toml");
         let child = Command::new("buildkitd")
             .arg("--root")
             .arg(dir.path().join("root"))
+            .arg("--config")
+            .arg(&config_path)
             .args(["--addr", &addr])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -639,6 +669,29 @@ impl Drop for PrivateDaemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         unmount_below(self.dir.path());
+        delete_runc_entries_below(self.dir.path());
+    }
+}
+
+/// Deletes root's runc containers whose files lie below `dir` (a killed
+/// daemon leaves its steps' entries behind) once their processes are gone.
+pub fn delete_runc_entries_below(dir: &Path) {
+    let needle = format!("{}/", dir.display());
+    let Ok(entries) = std::fs::read_dir("/run/runc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let mentions =
+            std::fs::read_to_string(e.path().join("state.json")).is_ok_and(|s| s.contains(&needle));
+        if mentions {
+            let _ = Command::new("runc")
+                .arg("delete")
+                .arg("--force")
+                .arg(e.file_name())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -120,8 +120,8 @@ pub fn parse(stderr: &str, nonce: &str) -> Output {
             continue;
         }
         if line.starts_with("warning: ") {
-            // bkd's own notice before the build (no output given, as buildx
-            // says it): not part of the progress stream being compared.
+            // bkd's one notice before the build (no output given), which
+            // buildctl does not give: not part of the progress.
             continue;
         }
         let Some(c) = line_re.captures(line) else {
