@@ -40,6 +40,9 @@ struct Sample {
     rss_mb: f64,
     daemon_cpu: Option<f64>,
     context_step: Option<f64>,
+    /// The harness's RSS when it forked the client: the least `rss_mb`
+    /// can read.
+    harness_rss_mb: f64,
 }
 
 struct Options {
@@ -89,8 +92,16 @@ fn options() -> Options {
     o
 }
 
+/// The shared daemon, stopped by [`fail`] too (an exit runs no destructor).
+static DAEMON_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 fn fail(msg: &str) -> ! {
     eprintln!("bench: {msg}");
+    let pid = DAEMON_PID.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
     std::process::exit(2)
 }
 
@@ -105,7 +116,30 @@ fn measure(cmd: &mut Command, log: &Path) -> (Sample, bool) {
     measure_to(cmd, Some(log))
 }
 
+/// The harness's own resident memory now, in MB (VmRSS).
+fn own_rss_mb() -> f64 {
+    own_status_mb("VmRSS:")
+}
+
+/// A memory figure of the harness's own status, in MB.
+fn own_status_mb(field: &str) -> f64 {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
 /// [`measure`] with stdout as the caller set it, and stderr in `log` if given.
+///
+/// The child is forked, not spawned with `posix_spawn`: a child that shares
+/// the parent's memory until it execs (vfork, which `posix_spawn` uses) is
+/// charged the parent's peak RSS at exec, so every figure would be at least
+/// the harness's own peak (130 MB after generating a context). A forked
+/// child starts from the harness's current RSS instead, which is measured
+/// here and must stay below the child's figure (checked in [`alternate`]).
 fn measure_to(cmd: &mut Command, log: Option<&Path>) -> (Sample, bool) {
     if let Some(log) = log {
         let err =
@@ -113,6 +147,12 @@ fn measure_to(cmd: &mut Command, log: Option<&Path>) -> (Sample, bool) {
         cmd.stderr(err);
     }
     cmd.stdin(Stdio::null());
+    // SAFETY: the closure does nothing; having one makes std fork and exec
+    // rather than posix_spawn.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || Ok(()));
+    }
+    let harness_rss = own_rss_mb();
     let started = Instant::now();
     let child = cmd
         .spawn()
@@ -135,6 +175,7 @@ fn measure_to(cmd: &mut Command, log: Option<&Path>) -> (Sample, bool) {
             wall,
             cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
             rss_mb: usage.ru_maxrss as f64 / 1024.0,
+            harness_rss_mb: harness_rss,
             ..Default::default()
         },
         ok,
@@ -215,6 +256,7 @@ impl Daemon {
                     "cannot start buildkitd: {e} (run scripts/setup.sh)"
                 ))
             });
+        DAEMON_PID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
         let d = Daemon { child, addr };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.buildctl(&["debug", "workers"]) {
@@ -251,6 +293,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        DAEMON_PID.store(0, std::sync::atomic::Ordering::SeqCst);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
@@ -286,6 +329,13 @@ fn settle(warm: Option<&Path>) {
         }
     }
     read_all(dir);
+}
+
+/// Dirty pages written back and the page cache dropped: the next run reads
+/// its files from the disk.
+fn drop_caches() {
+    let _ = Command::new("sync").status();
+    let _ = fs::write("/proc/sys/vm/drop_caches", b"3");
 }
 
 /// Deterministic filler bytes (xorshift), so files differ from each other.
@@ -369,6 +419,45 @@ fn many_small(dir: &Path) {
     }
 }
 
+/// A monorepo: 100 packages, each with 100 source files and a
+/// node_modules tree of 900 files in 30 directories, all of ~1 KiB, and a
+/// .dockerignore excluding every node_modules: 90% of 100,000 files are
+/// excluded, and the walk must find them in every package.
+fn monorepo(dir: &Path) {
+    with_busybox(dir, BIND_DOCKERFILE);
+    write_file(&dir.join(".dockerignore"), b"**/node_modules\n");
+    for p in 0..100u64 {
+        let pkg = dir.join(format!("packages/p{p:02}"));
+        for f in 0..100u64 {
+            let n = p * 1000 + f;
+            write_file(&pkg.join(format!("src/f{f:03}.js")), &fill(n, 1024));
+        }
+        for m in 0..30u64 {
+            for f in 0..30u64 {
+                let n = 1_000_000 + p * 1000 + m * 30 + f;
+                write_file(
+                    &pkg.join(format!("node_modules/m{m:02}/lib/f{f:02}.js")),
+                    &fill(n, 1024),
+                );
+            }
+        }
+    }
+}
+
+/// One file of 5 GiB (a model or data file), written in pieces so the
+/// harness never holds more than one.
+fn single_large(dir: &Path) {
+    use std::io::Write as _;
+    with_busybox(dir, BIND_DOCKERFILE);
+    let path = dir.join("data.bin");
+    let mut f =
+        fs::File::create(&path).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    for piece in 0..80u64 {
+        f.write_all(&fill(7_000_000 + piece, 64 << 20))
+            .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    }
+}
+
 /// The client command for `tool` building `ctx` on `addr` (a shared daemon).
 fn client(
     tool: Tool,
@@ -443,6 +532,18 @@ const WORKLOADS: &[Workload] = &[
         about: "100,000 files of 100 bytes, first upload",
     },
     Workload {
+        name: "monorepo",
+        about: "100,000 files of 1 KiB in 100 packages, .dockerignore **/node_modules excluding 90%",
+    },
+    Workload {
+        name: "cold-cache",
+        about: "the context-cold context with the page cache dropped before each run (files read from disk)",
+    },
+    Workload {
+        name: "single-5g",
+        about: "one 5 GiB file, first upload (at most 3 runs per tool)",
+    },
+    Workload {
         name: "export-tar",
         about: "1 GiB image exported with type=tar,dest=FILE",
     },
@@ -479,6 +580,28 @@ fn alternate(
                     .map(|d| format!(" daemon {d:.3}s"))
                     .unwrap_or_default()
             );
+            // A figure at the harness's own level is the harness's, not
+            // the client's.
+            // Equal to the harness's own peak is what a child charged the
+            // parent's peak at exec (vfork) reads.
+            let harness_peak = own_status_mb("VmHWM:");
+            if harness_peak > s.harness_rss_mb * 1.5 && (s.rss_mb - harness_peak).abs() < 0.1 {
+                fail(&format!(
+                    "{} run {i}: peak RSS {:.1} MB equals the harness's own peak; \
+                     the figure would not be the client's",
+                    t.name(),
+                    s.rss_mb
+                ));
+            }
+            if s.rss_mb <= s.harness_rss_mb * 1.1 {
+                fail(&format!(
+                    "{} run {i}: peak RSS {:.1} MB is no more than the harness's own {:.1} MB; \
+                     the figure would not be the client's",
+                    t.name(),
+                    s.rss_mb,
+                    s.harness_rss_mb
+                ));
+            }
             if t == Tool::Bkd {
                 a.push(s)
             } else {
@@ -508,10 +631,13 @@ fn rows(bkd: &[Sample], other: &[Sample]) -> Vec<(&'static str, f64, f64)> {
         let xs: Vec<f64> = v.iter().filter_map(f).collect();
         (!xs.is_empty()).then(|| median(xs))
     };
-    let metrics: [(&'static str, Metric); 5] = [
+    let metrics: [(&'static str, Metric); 6] = [
         ("wall s", |s| Some(s.wall)),
         ("client CPU s", |s| Some(s.cpu)),
         ("client peak RSS MB", |s| Some(s.rss_mb)),
+        ("harness RSS at fork MB (floor of the row above)", |s| {
+            Some(s.harness_rss_mb)
+        }),
         ("daemon CPU s", |s| s.daemon_cpu),
         ("load build context s", |s| s.context_step),
     ];
@@ -599,7 +725,7 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             let floor: Vec<f64> = (0..o.runs)
                 .map(|_| {
                     settle(Some(&ctx));
-                    pipe_floor(&ctx)
+                    pipe_floor(&ctx, &[])
                 })
                 .collect();
             extras.push((
@@ -609,6 +735,65 @@ fn run_workload(name: &str, o: &Options, daemon: &Daemon) -> Report {
             daemon.prune();
             settle(Some(&ctx));
             extras.extend(diagnose(daemon, &ctx, &logs, name));
+            result
+        }
+        "monorepo" | "cold-cache" | "single-5g" => {
+            let (ctx, runs) = match name {
+                "monorepo" => {
+                    let ctx = o.dir.join(name);
+                    generate(&ctx, monorepo);
+                    (ctx, o.runs)
+                }
+                "cold-cache" => {
+                    let ctx = o.dir.join("context-cold");
+                    generate(&ctx, big_context);
+                    (ctx, o.runs)
+                }
+                _ => {
+                    let ctx = o.dir.join(name);
+                    generate(&ctx, single_large);
+                    (ctx, o.runs.min(3))
+                }
+            };
+            let cold = name == "cold-cache";
+            let result = alternate(runs, |t, i| {
+                daemon.prune();
+                if cold {
+                    drop_caches();
+                } else {
+                    settle(Some(&ctx));
+                }
+                on_daemon(
+                    daemon,
+                    &mut client(t, &daemon.addr, &ctx, &[], &[]),
+                    &log(t, i),
+                )
+            });
+            if name != "single-5g" {
+                let floor: Vec<f64> = (0..runs)
+                    .map(|_| {
+                        if cold {
+                            drop_caches();
+                        } else {
+                            settle(Some(&ctx));
+                        }
+                        // The files the daemon is sent.
+                        pipe_floor(
+                            &ctx,
+                            if name == "monorepo" {
+                                &["node_modules"]
+                            } else {
+                                &[]
+                            },
+                        )
+                    })
+                    .collect();
+                extras.push((
+                    "tar of the same files into a pipe, tar CPU s",
+                    median(floor),
+                ));
+            }
+            daemon.prune();
             result
         }
         "context-incremental" => {
@@ -703,7 +888,7 @@ fn upload_then_change(daemon: &Daemon, tool: Tool, ctx: &Path, log: &Path, seed:
 /// The sending side's floor: CPU of `tar` reading the same files and
 /// writing them into a pipe (to `cat`, so tar cannot tell the output is
 /// discarded and skip reading).
-fn pipe_floor(ctx: &Path) -> f64 {
+fn pipe_floor(ctx: &Path, exclude: &[&str]) -> f64 {
     let mut sink = Command::new("cat")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -714,7 +899,11 @@ fn pipe_floor(ctx: &Path) -> f64 {
     };
     let (s, ok) = {
         let mut tar = Command::new("tar");
-        tar.arg("cf").arg("-").arg("-C").arg(ctx).arg(".");
+        tar.arg("cf").arg("-");
+        for e in exclude {
+            tar.arg(format!("--exclude={e}"));
+        }
+        tar.arg("-C").arg(ctx).arg(".");
         tar.stdout(pipe);
         measure_to(&mut tar, None)
         // The command holds the pipe's write end until it is dropped here;

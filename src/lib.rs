@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod error;
 pub mod fsync;
 pub mod oci_layout;
+pub mod outfile;
 pub mod progress;
 pub mod proto;
 pub mod route;

@@ -43,7 +43,13 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread for all tasks: the session's connections, the tunnel and
+    // the transfers hand data to each other at every frame, and across
+    // worker threads each hand-over is a wake-up and a context switch.
+    // Blocking work (the walk, cold file reads, outputs) has its own
+    // threads. Context upload, 575 MB / 20,005 files: client CPU 0.47 s
+    // against 0.54 s with a worker per core, the same wall time.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -125,7 +125,7 @@ impl Layout {
                 return Err(LayoutError::BadDescriptor {
                     reason: format!(
                         "blob {} has {} bytes, the descriptor says {}",
-                        blob.display(),
+                        crate::text::escape_path(&blob),
                         m.len(),
                         desc.size
                     ),
@@ -274,14 +274,22 @@ pub struct Descriptor {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("cannot read {}: {}", path.display(), crate::error::io_reason(source))]
+    #[error(
+        "cannot read {}: {}",
+        crate::text::escape_path(path),
+        crate::error::io_reason(source)
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot parse {}: {reason}", path.display())]
+    #[error("cannot parse {}: {reason}", crate::text::escape_path(path))]
     Parse { path: PathBuf, reason: String },
-    #[error("cannot write {}: {}", path.display(), crate::error::io_reason(source))]
+    #[error(
+        "cannot write {}: {}",
+        crate::text::escape_path(path),
+        crate::error::io_reason(source)
+    )]
     Write {
         path: PathBuf,
         source: std::io::Error,

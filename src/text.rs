@@ -34,6 +34,21 @@ pub fn escape_path(path: &Path) -> String {
     escape_bytes(path.as_os_str().as_bytes())
 }
 
+/// A message from elsewhere (the daemon's error text) kept to one log line:
+/// control characters and line separators are escaped as in
+/// [`escape_bytes`], everything else (backslashes included) is left as is,
+/// so quoting the message already has stays readable.
+pub fn one_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars() {
+        match c {
+            '\\' => out.push(c),
+            c => push_char(&mut out, c),
+        }
+    }
+    out
+}
+
 /// Text shown as it reads (a step's name, a Dockerfile line), with only
 /// what could break the line made visible: newlines, carriage returns and
 /// other control characters as in [`escape_str`]. Backslashes and tabs
@@ -90,6 +105,15 @@ mod tests {
         assert_eq!(
             out,
             "x\\nerror: injected fake line (exit 0)\\r\\n+++ group\\u{2028}::set-output"
+        );
+    }
+
+    #[test]
+    fn one_line_keeps_quoting_and_breaks_no_line() {
+        let daemon = "process \"/bin/sh -c echo \\\"x\\\"\" failed\nerror: forged";
+        assert_eq!(
+            one_line(daemon),
+            "process \"/bin/sh -c echo \\\"x\\\"\" failed\\nerror: forged"
         );
     }
 

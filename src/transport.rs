@@ -21,7 +21,7 @@ pub enum TransportError {
         "unsupported daemon address {0:?}: use unix:///path/to/buildkitd.sock or tcp://host:port"
     )]
     BadAddress(String),
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {}: {source}", crate::text::escape_path(path))]
     TlsFile {
         what: &'static str,
         path: PathBuf,
@@ -30,7 +30,10 @@ pub enum TransportError {
     },
     #[error("--tlscert and --tlskey must be given together")]
     TlsPair,
-    #[error("cannot connect to buildkitd at {addr}: {reason}")]
+    #[error(
+        "cannot connect to buildkitd at {}: {reason}",
+        crate::text::escape_str(addr)
+    )]
     Connect { addr: String, reason: String },
 }
 

@@ -540,13 +540,15 @@ fn plain_progress_matches_buildctl_step_for_step() {
             assert_eq!(state, &theirs_steps[name].1, "{name}{explain}");
         }
     }
-    // Log lines: buildctl can glue a partial stdout line to the next stderr
-    // line; bkd keeps the streams apart, so its lines are checked exactly.
+    // Log lines: as buildctl, bkd continues a step's unfinished line with
+    // the step's next output, whichever stream it comes from, so the
+    // partial stdout line is glued to "two" when stderr's line arrives
+    // after it (the daemon's two streams race).
     let run_step = "[2/3] RUN [\"/tools/busybox\",\"sh\",\"-c\",\"echo one && echo two >&2 && printf 'no newline'\"]";
-    assert_eq!(
-        ours_steps[run_step].0,
-        ["no newline", "one", "two"],
-        "{explain}"
+    let lines = &ours_steps[run_step].0;
+    assert!(
+        lines == &["no newline", "one", "two"] || lines == &["no newlinetwo", "one"],
+        "{lines:?}{explain}"
     );
     assert_eq!(
         ours_steps["[3/3] RUN [\"/tools/busybox\",\"echo\",\"three\"]"].0,
@@ -556,7 +558,7 @@ fn plain_progress_matches_buildctl_step_for_step() {
 }
 
 #[test]
-fn outputs_go_through_links_and_into_fifos_without_replacing_them() {
+fn outputs_replace_links_and_go_into_fifos_without_replacing_them() {
     let ctx = context();
     write(
         ctx.path(),
@@ -564,16 +566,15 @@ fn outputs_go_through_links_and_into_fifos_without_replacing_them() {
         "FROM scratch\nCOPY busybox /bin/busybox\n",
     );
     let out = tempfile::tempdir().expect("out");
-    // A symlink: the file it points at is written, the link stays.
+    // A symlink is replaced by the output, never written through (it may
+    // have been planted; see docs/reliability.md). buildctl writes through.
     let target = out.path().join("real.tar");
     let link = out.path().join("link.tar");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
     bkd(&["build", "-o", &tar_output(&link), "."], ctx.path()).assert_ok();
-    assert!(std::fs::symlink_metadata(&link)
-        .expect("link")
-        .file_type()
-        .is_symlink());
-    assert!(tar_file(&target, "bin/busybox").is_some());
+    assert!(std::fs::symlink_metadata(&link).expect("link").is_file());
+    assert!(tar_file(&link, "bin/busybox").is_some());
+    assert!(!target.exists(), "written through the link");
 
     // A fifo (like /dev/null, not a file to rename over): written into.
     let fifo = out.path().join("pipe");

@@ -331,12 +331,28 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A child process killed and reaped on drop.
+/// A helper server, started in a process group of its own and killed with
+/// everything in it on drop: `git daemon` runs the real server as a child
+/// of `git`, which killing `git` alone would leave running (holding
+/// whatever descriptors the test inherited, such as a suite lock).
 struct Served(std::process::Child);
+
+impl Served {
+    fn spawn(cmd: &mut Command) -> Served {
+        use std::os::unix::process::CommandExt;
+        let what = format!("{:?}", cmd.get_program());
+        Served(
+            cmd.process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{what}: {e} (run scripts/setup.sh)")),
+        )
+    }
+}
 
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: signalling the process group this test started.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -388,7 +404,7 @@ fn git_and_http_contexts_are_fetched_by_the_daemon() {
     git(&["commit", "-q", "-m", "context"]);
 
     let port = free_port();
-    let _daemon = Served(
+    let _daemon = Served::spawn(
         Command::new("git")
             .args([
                 "daemon",
@@ -400,9 +416,7 @@ fn git_and_http_contexts_are_fetched_by_the_daemon() {
             ])
             .arg(served.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon (package git): run scripts/setup.sh"),
+            .stderr(Stdio::null()),
     );
     wait_port(port);
     let out_dir = tempfile::tempdir().expect("dir");
@@ -449,12 +463,10 @@ fn git_and_http_contexts_are_fetched_by_the_daemon() {
     )
     .assert_ok();
     let port = free_port();
-    let _httpd = Served(
+    let _httpd = Served::spawn(
         Command::new("busybox")
             .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
-            .arg(www.path())
-            .spawn()
-            .expect("busybox httpd"),
+            .arg(www.path()),
     );
     wait_port(port);
     let url = format!("http://127.0.0.1:{port}/ctx.tar");
@@ -572,20 +584,20 @@ fn tls_registry(dir: &Path) -> (Served, String) {
     );
     let config_path = dir.join("tls-registry.yml");
     std::fs::write(&config_path, config).expect("registry config");
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry");
+    let served = Served::spawn(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     let port = addr
         .rsplit(':')
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
     wait_port(port);
-    (Served(child), addr)
+    (served, addr)
 }
 
 /// One build on a daemon bkd spawns, asking of it what only bkd can set:

@@ -247,7 +247,25 @@ fn a_daemon_that_exits_at_once_fails_fast_with_its_log() {
         .find_map(|l| l.strip_prefix("full daemon log: "))
         .unwrap_or_else(|| panic!("no log path\n{}", run.explain()));
     let kept = std::fs::read_to_string(log).expect("the daemon log is kept");
+    let _ = std::fs::remove_file(log);
     assert!(kept.contains("bogus-flag"));
+    // Only the log is kept, beside where the run dir was (BASE/bkd-X.log):
+    // the run dir itself is gone.
+    let log = Path::new(log);
+    let in_run_dir = log
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n.to_string_lossy().starts_with("bkd-"));
+    assert!(
+        !in_run_dir,
+        "the log was kept in its run dir: {}",
+        log.display()
+    );
+    assert!(
+        !log.with_extension("").exists(),
+        "the run dir of {} is left",
+        log.display()
+    );
 }
 
 #[test]
@@ -293,22 +311,33 @@ fn a_daemon_that_never_becomes_ready_misses_the_deadline_and_is_killed() {
         "log tail shown: {}",
         run.explain()
     );
+    remove_kept_log(&run.stderr());
     assert_nothing_left("sleep 7391");
 }
 
 /// Starts a build stuck in `RUN sleep SECONDS`, waits until the step runs,
 /// and returns the bkd process and the state dir marker.
 fn stuck_build(who: As, seconds: &str) -> (std::process::Child, tempfile::TempDir, String) {
+    stuck_build_env(who, seconds, &[])
+}
+
+/// [`stuck_build`] with extra environment.
+fn stuck_build_env(
+    who: As,
+    seconds: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, tempfile::TempDir, String) {
     let dockerfile = format!(
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"sleep\",\"{seconds}\"]\n"
     );
     let ctx = user_context(&dockerfile);
     let root = ctx.path().join("state").display().to_string();
-    let child = start_bkd(
+    let child = start_bkd_env(
         who,
         &["build", "--root", &root, "."],
         ctx.path(),
         ctx.path(),
+        env,
     );
     let running = wait_for(Duration::from_secs(60), || {
         !processes_matching(&format!("sleep {seconds}")).is_empty()
@@ -350,7 +379,24 @@ fn sigint_stops_a_rootless_build_and_exits_130() {
 
 #[test]
 fn sigkill_of_bkd_takes_the_rootless_daemon_and_its_steps_down() {
-    let (mut child, _ctx, root) = stuck_build(As::User, "8231");
+    use std::os::unix::fs::PermissionsExt;
+    // A runtime dir of its own, so the run dir bkd makes is the only one.
+    let xdg = user_dir();
+    std::fs::set_permissions(xdg.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let base = xdg.path().join("buildkit");
+    let xdg_env = xdg.path().display().to_string();
+    let env = [("XDG_RUNTIME_DIR", xdg_env.as_str())];
+    let listing = || -> Vec<String> {
+        std::fs::read_dir(&base)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (mut child, _ctx, root) = stuck_build_env(As::User, "8231", &env);
+    let runs = listing();
     let pid = bkd_pid(&root).expect("bkd pid");
     // SAFETY: signalling the bkd process this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -363,22 +409,59 @@ fn sigkill_of_bkd_takes_the_rootless_daemon_and_its_steps_down() {
         processes_matching(&root),
         processes_matching("sleep 8231")
     );
+    // The guardian takes the run dir (log, sockets, rootlesskit's state)
+    // with it.
+    assert_eq!(runs.len(), 1, "run dirs while building: {runs:?}");
+    assert!(
+        wait_for(Duration::from_secs(3), || listing().is_empty()),
+        "left after SIGKILL of bkd: {:?}",
+        listing()
+    );
 }
 
 #[test]
-fn a_daemon_killed_mid_build_is_reported_at_once() {
-    let (mut child, ctx, root) = stuck_build(As::Root, "8353");
+fn a_daemon_killed_mid_build_is_reported_at_once_and_only_its_own_traces_go() {
+    // Someone else's overlay below the state dir (a volume, another
+    // runtime's snapshot): not the daemon's, so it must stay mounted.
+    let dockerfile =
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"sleep\",\"8353\"]\n";
+    let ctx = user_context(dockerfile);
+    let root = ctx.path().join("state").display().to_string();
+    let foreign = ctx.path().join("state/foreign/mnt");
+    mount_overlay(&ctx.path().join("layers"), &foreign);
+    let mut child = start_bkd(
+        As::Root,
+        &["build", "--root", &root, "."],
+        ctx.path(),
+        ctx.path(),
+    );
+    let running = wait_for(Duration::from_secs(60), || {
+        !processes_matching("sleep 8353").is_empty()
+    });
     let daemon: Vec<i32> = processes_matching(&root)
         .iter()
         .filter(|p| p.contains("buildkitd --root") && !p.contains("__bkd-guard"))
         .filter_map(|p| p.split(':').next()?.parse().ok())
         .collect();
-    assert_eq!(daemon.len(), 1, "{:?}", processes_matching(&root));
+    let err = std::fs::read_to_string(ctx.path().join("stderr")).unwrap_or_default();
+    assert!(
+        running && daemon.len() == 1,
+        "{err} {:?}",
+        processes_matching(&root)
+    );
     let killed = Instant::now();
     // SAFETY: killing the buildkitd this test's bkd started.
     unsafe { libc::kill(daemon[0], libc::SIGKILL) };
     let status = child.wait().expect("wait");
     let err = std::fs::read_to_string(ctx.path().join("stderr")).unwrap_or_default();
+    remove_kept_log(&err);
+    let foreign_kept = is_mounted(&foreign);
+    // The killed daemon's mounts (snapshots, the step's rootfs) and runc
+    // entries lived in the guardian's namespaces: none reach the host.
+    let left = mounts_below(Path::new(&root));
+    let entries = runc_entries_below(&root);
+    // Taken down either way: the test bed is long-lived.
+    unmount_below(ctx.path());
     assert!(killed.elapsed() < Duration::from_secs(10), "{err}");
     assert_eq!(status.code(), Some(4), "{err}");
     assert!(
@@ -386,19 +469,187 @@ fn a_daemon_killed_mid_build_is_reported_at_once() {
         "{err}"
     );
     assert_nothing_left("sleep 8353");
-    // The killed daemon's snapshot mounts (the step's rootfs among them)
-    // are detached by bkd's guardian, not left on the host.
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let left: Vec<&str> = mounts
-        .lines()
-        .filter(|l| l.contains(&format!(" {root}/")))
-        .collect();
-    // Taken down either way: the test bed is long-lived.
-    unmount_below(ctx.path());
     assert!(
-        left.is_empty(),
-        "mounts left below the state dir: {left:#?}"
+        foreign_kept,
+        "an overlay that is not the daemon's was detached"
     );
+    assert_eq!(
+        left,
+        vec![foreign.display().to_string()],
+        "mounts left below the state dir"
+    );
+    assert!(entries.is_empty(), "runc entries left: {entries:?}");
+}
+
+/// Mount points below `dir` in this process's mount table.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The containers in root's runc state dir whose files lie below `dir`.
+fn runc_entries_below(dir: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/run/runc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("state.json"))
+                .is_ok_and(|s| s.contains(&format!("{dir}/")))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The guardian bkd started: the `__bkd-guard` process among `marker`'s
+/// whose parent is not a guardian itself.
+fn top_guardian(marker: &str) -> Option<i32> {
+    let guardians: Vec<i32> = processes_matching(marker)
+        .iter()
+        .filter(|p| p.contains("__bkd-guard"))
+        .filter_map(|p| p.split(':').next()?.parse().ok())
+        .collect();
+    guardians.iter().copied().find(|g| {
+        let stat = std::fs::read_to_string(format!("/proc/{g}/stat")).unwrap_or_default();
+        let parent: i32 = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        !guardians.contains(&parent)
+    })
+}
+
+#[test]
+fn sigkill_of_the_guardian_takes_the_build_steps_down_in_every_mode() {
+    for (who, seconds) in [
+        (As::Root, "8611"),
+        (As::User, "8612"),
+        (As::UserMaskedProc, "8613"),
+    ] {
+        let (mut child, ctx, root) = stuck_build(who, seconds);
+        let guardian = top_guardian(&root).expect("guardian pid");
+        // SAFETY: killing the guardian of the bkd this test started.
+        unsafe { libc::kill(guardian, libc::SIGKILL) };
+        let status = child.wait().expect("wait");
+        let err = std::fs::read_to_string(ctx.path().join("stderr")).unwrap_or_default();
+        remove_kept_log(&err);
+        let step = format!("sleep {seconds}");
+        let gone = wait_for(Duration::from_secs(3), || {
+            processes_matching(&step).is_empty() && processes_matching(&root).is_empty()
+        });
+        let left = (processes_matching(&step), mounts_below(ctx.path()));
+        for p in processes_matching(&step) {
+            if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+                // SAFETY: the step this test's build started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        unmount_below(ctx.path());
+        assert!(gone, "{who:?}: left running: {:?}\n{err}", left.0);
+        assert!(left.1.is_empty(), "{who:?}: mounts left: {:?}", left.1);
+        assert_eq!(status.code(), Some(4), "{who:?}: {err}");
+    }
+}
+
+#[test]
+fn a_state_dir_held_by_a_daemon_whose_bkd_was_killed_is_waited_for() {
+    for (who, seconds) in [(As::Root, "8621"), (As::User, "8622"), (As::Root, "8623")] {
+        let (mut child, ctx, root) = stuck_build(who, seconds);
+        let pid = bkd_pid(&root).expect("bkd pid");
+        // SAFETY: signalling the bkd process this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = child.wait();
+        // At once, while the guardian is still stopping the first daemon.
+        write(ctx.path(), "Dockerfile", PID_DOCKERFILE);
+        let next = bkd_as(who, &["build", "--root", &root, "."], ctx.path(), &[]);
+        assert!(next.code() == Some(0), "{who:?}: {}", next.explain());
+        assert_nothing_left(&format!("sleep {seconds}"));
+        assert_nothing_left(&root);
+    }
+}
+
+#[test]
+fn run_dirs_are_private_stale_ones_go_and_only_a_failed_daemon_keeps_its_log() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let xdg = user_dir();
+    std::fs::set_permissions(xdg.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let base = xdg.path().join("buildkit");
+    let xdg_env = xdg.path().display().to_string();
+    let env = [("XDG_RUNTIME_DIR", xdg_env.as_str())];
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.mode() & 0o777).unwrap_or(0);
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&base)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+
+    // The base bkd makes and the run dir in it are private; a Ctrl-C keeps
+    // no log and leaves nothing.
+    let (mut child, ctx, root) = stuck_build_env(As::User, "8631", &env);
+    let runs = listing();
+    let run_modes: Vec<u32> = runs.iter().map(|r| mode(&base.join(r))).collect();
+    let base_mode = mode(&base);
+    let pid = bkd_pid(&root).expect("bkd pid");
+    // SAFETY: signalling the bkd process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    let err = std::fs::read_to_string(ctx.path().join("stderr")).unwrap_or_default();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert_eq!(base_mode, 0o700, "{} made by bkd", base.display());
+    assert_eq!(run_modes, [0o700], "run dirs {runs:?}");
+    assert!(!err.contains("log kept"), "Ctrl-C keeps no log: {err}");
+    assert_eq!(listing(), Vec::<String>::new(), "left after Ctrl-C");
+
+    // Left by earlier runs: dead ones go, live ones stay.
+    let dir = |name: &str| {
+        let d = base.join(name);
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    };
+    let dead_lock = dir("bkd-deadLk");
+    std::fs::write(dead_lock.join("bkd.lock"), "").expect("lock");
+    let live_lock = dir("bkd-liveLk");
+    let held = std::fs::File::create(live_lock.join("bkd.lock")).expect("lock");
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
+    let dead_sock = dir("bkd-deadSk");
+    drop(std::os::unix::net::UnixListener::bind(dead_sock.join("buildkitd.sock")).expect("bind"));
+    let live_sock = dir("bkd-liveSk");
+    let _listener =
+        std::os::unix::net::UnixListener::bind(live_sock.join("buildkitd.sock")).expect("bind");
+    chown_tree(xdg.path());
+
+    // A failing step keeps no log either.
+    let failing =
+        user_context("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"false\"]\n");
+    let state = failing.path().join("state").display().to_string();
+    let run = bkd_as(
+        As::User,
+        &["build", "--root", &state, "."],
+        failing.path(),
+        &env,
+    );
+    assert_eq!(run.code(), Some(1), "{}", run.explain());
+    assert!(!run.stderr().contains("log kept"), "{}", run.explain());
+    assert_eq!(listing(), ["bkd-liveLk", "bkd-liveSk"]);
 }
 
 #[test]
@@ -590,61 +841,4 @@ fn is_mounted(point: &Path) -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split(' ').nth(1) == Some(&point.display().to_string()))
-}
-
-/// Runs the guardian on `state` over a daemon that exits on its own at once
-/// (its control pipe stays open, as while bkd runs).
-fn guard_over(state: &Path) {
-    let mut guardian = std::process::Command::new(env!("CARGO_BIN_EXE_bkd"))
-        .arg("__bkd-guard")
-        .arg("100")
-        .arg(state)
-        .args(["--", "/bin/true"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the guardian");
-    let control = guardian.stdin.take();
-    let status = guardian.wait().expect("wait for the guardian");
-    drop(control);
-    assert!(status.success(), "guardian: {status}");
-}
-
-#[test]
-fn the_guardian_detaches_overlays_left_below_its_state_dir_unless_another_daemon_holds_it() {
-    use std::os::fd::AsRawFd;
-    let work = tempfile::tempdir().expect("temp dir");
-    let state = work.path().join("state");
-    let point = state.join("runc-overlayfs/executor/x/rootfs");
-    let volume = state.join("volume");
-    mount_overlay(&work.path().join("layers"), &point);
-    std::fs::create_dir_all(&volume).expect("volume dir");
-    let tmpfs = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(&volume)
-        .status()
-        .expect("mount tmpfs");
-    assert!(tmpfs.success());
-    let lock = std::fs::File::create(state.join("buildkitd.lock")).expect("lock file");
-
-    // Another daemon holds the state dir: its mounts are not ours to touch.
-    // SAFETY: flock on a descriptor this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    guard_over(&state);
-    let kept = is_mounted(&point);
-    // SAFETY: as above.
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
-
-    guard_over(&state);
-    let detached = !is_mounted(&point);
-    let volume_kept = is_mounted(&volume);
-    unmount_below(work.path());
-    assert!(
-        kept,
-        "an overlay under a state dir locked by another daemon was detached"
-    );
-    assert!(
-        detached,
-        "the overlay left below the state dir is still mounted"
-    );
-    assert!(volume_kept, "a mount that is not an overlay was detached");
 }

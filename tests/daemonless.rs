@@ -256,6 +256,7 @@ fn connect_retries_bound_the_readiness_wait() {
             ("BUILDCTL_CONNECT_RETRIES_MAX", "0"),
         ],
     );
+    remove_kept_log(&run.stderr());
     assert_eq!(run.code(), Some(4), "{}", run.explain());
     // 0 retries: one 100 ms sleep and two calls in the script.
     assert!(

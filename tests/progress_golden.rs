@@ -20,8 +20,10 @@ use bkd::progress::{BuildEnd, Display, Update};
 
 /// Streams recorded by scripts/record-progress-fixtures.sh, then the ones
 /// the live differential recorded (`BKD_RECORD=1 cargo test --test
-/// differential_progress`).
-const STREAMS: [&str; 11] = [
+/// differential_progress`), and one whose `COPY --link` merge finished a
+/// run and started the next in one message (bkd's rawjson of the
+/// restarted-steps build, caught in a loop of 75).
+const STREAMS: [&str; 12] = [
     "success",
     "cached",
     "failure",
@@ -33,6 +35,7 @@ const STREAMS: [&str; 11] = [
     "live-push",
     "live-restart",
     "live-concurrent",
+    "live-restart-split",
 ];
 
 /// The streams of builds that failed.
@@ -337,6 +340,10 @@ fn restarted_steps_are_timed_over_all_their_runs() {
         ("live-push", "exporting to image"),
         ("live-restart", "exporting to image"),
         ("live-restart", "[stage-1 2/3] COPY --link Dockerfile /d"),
+        (
+            "live-restart-split",
+            "[stage-1 2/3] COPY --link Dockerfile /d",
+        ),
     ] {
         // Every run of the step's vertices, keyed by start.
         let mut runs: std::collections::BTreeMap<SystemTime, SystemTime> = Default::default();

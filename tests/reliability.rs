@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -513,7 +513,10 @@ fn an_unreadable_file_fails_the_build_naming_it() {
     std::fs::copy("/bin/busybox", ctx.path().join("busybox")).expect("copy busybox");
     write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY . /\n");
     chown_tree(ctx.path());
-    let locked = ctx.path().join("locked.key");
+    // Its name tries to forge an error line of its own.
+    let locked = ctx
+        .path()
+        .join("locked\nerror: injected fake line (exit 0).key");
     std::fs::write(&locked, "root only").expect("write");
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let state = user_dir();
@@ -525,11 +528,8 @@ fn an_unreadable_file_fails_the_build_naming_it() {
         ctx.path(),
         &[],
     );
-    assert_fails(
-        &run,
-        1,
-        &format!("cannot read {}: permission denied", locked.display()),
-    );
+    let shown = locked.display().to_string().replace('\n', "\\n");
+    assert_fails(&run, 1, &format!("cannot read {shown}: permission denied"));
 }
 
 #[test]
@@ -700,4 +700,385 @@ fn a_panic_shows_where_but_never_its_message() {
         "{}",
         run.explain()
     );
+}
+
+/// [`bkd_limited`] with its own time limit (in seconds), SIGKILL five
+/// seconds after the SIGTERM (a bkd that ignored SIGTERM hung for good).
+fn bkd_within(limit: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
+    let bed = bed();
+    let mut all = vec![
+        "-k",
+        "5",
+        limit,
+        env!("CARGO_BIN_EXE_bkd"),
+        args[0],
+        "--addr",
+        &bed.addr,
+    ];
+    all.extend_from_slice(&args[1..]);
+    let run = run("timeout", &all, cwd, env);
+    assert!(
+        !matches!(run.code(), Some(124) | None),
+        "bkd hung\n{}",
+        run.explain()
+    );
+    run
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn outputs_replace_a_planted_link_and_never_write_through_it() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /busybox\n",
+    );
+    // What a pull request could commit: outputs named as links to files
+    // bkd (root) may write and the user may not.
+    let outside = tempfile::tempdir().expect("outside");
+    let victims: Vec<_> = ["image", "meta", "log"]
+        .iter()
+        .map(|v| {
+            let p = outside.path().join(v);
+            std::fs::write(&p, "precious").expect("victim");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            p
+        })
+        .collect();
+    for (name, victim) in ["image.tar", "meta.json", "daemon.log"]
+        .iter()
+        .zip(&victims)
+    {
+        std::os::unix::fs::symlink(victim, ctx.path().join(name)).expect("link");
+    }
+    let run = bkd_limited(
+        &[
+            "build",
+            "-o",
+            "type=tar,dest=image.tar",
+            "--metadata-file",
+            "meta.json",
+            ".",
+        ],
+        ctx.path(),
+        &[],
+    );
+    run.assert_ok();
+    // --daemon-log belongs to a spawned daemon.
+    let root = ctx.path().join("state").display().to_string();
+    let spawned = bkd_as(
+        As::Root,
+        &["build", "--root", &root, "--daemon-log", "daemon.log", "."],
+        ctx.path(),
+        &[],
+    );
+    spawned.assert_ok();
+    for victim in &victims {
+        assert_eq!(
+            std::fs::read_to_string(victim).expect("victim"),
+            "precious",
+            "{} was written through a link\n{}",
+            victim.display(),
+            run.explain()
+        );
+    }
+    for name in ["image.tar", "meta.json", "daemon.log"] {
+        let meta = std::fs::symlink_metadata(ctx.path().join(name)).expect("output");
+        assert!(meta.is_file(), "{name} is still a link");
+    }
+    assert!(tar_file(&ctx.path().join("image.tar"), "busybox").is_some());
+    assert!(std::fs::read_to_string(ctx.path().join("daemon.log"))
+        .expect("log")
+        .contains("running server on"));
+}
+
+#[test]
+fn devices_and_the_systems_own_links_are_written_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /busybox\n",
+    );
+    // A null device of the test's own (never /dev/null itself: an old bkd
+    // replaced it with a regular file).
+    let null = ctx.path().join("null");
+    let made = Command::new("mknod")
+        .arg(&null)
+        .args(["c", "1", "3"])
+        .status();
+    assert!(made.is_ok_and(|s| s.success()), "mknod");
+    let null_arg = null.display().to_string();
+    let tar_to_null = format!("type=tar,dest={null_arg}");
+    let run = bkd_limited(
+        &[
+            "build",
+            "-o",
+            &tar_to_null,
+            "--metadata-file",
+            &null_arg,
+            ".",
+        ],
+        ctx.path(),
+        &[],
+    );
+    run.assert_ok();
+    let kind = std::fs::symlink_metadata(&null).expect("null").file_type();
+    assert!(
+        kind.is_char_device(),
+        "the device was replaced\n{}",
+        run.explain()
+    );
+    // /proc/self/fd/1 is bkd's stdout: the metadata arrives there.
+    let run = bkd_limited(
+        &[
+            "build",
+            "--metadata-file",
+            "/proc/self/fd/1",
+            "-o",
+            "type=tar,dest=out.tar",
+            ".",
+        ],
+        ctx.path(),
+        &[],
+    );
+    run.assert_ok();
+    let meta: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("no metadata on stdout ({e})\n{}", run.explain()));
+    assert!(
+        meta.get("containerimage.digest").is_some() || meta.is_object(),
+        "{meta}"
+    );
+}
+
+#[test]
+fn a_fifo_output_fails_at_once_without_a_reader_and_sigterm_ends_a_stalled_one() {
+    let ctx = context();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /busybox\n",
+    );
+    let fifo = ctx.path().join("fifo");
+    mkfifo(&fifo);
+    let started = Instant::now();
+    let run = bkd_within(
+        "30",
+        &["build", "-o", "type=tar,dest=fifo", "."],
+        ctx.path(),
+        &[],
+    );
+    assert_fails(&run, 3, "no process is reading the FIFO");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{}",
+        run.explain()
+    );
+    assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
+
+    // A reader that opens the FIFO and never reads: the tar (2 MB) fills
+    // the pipe and bkd waits for it; a SIGTERM still ends bkd.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open reader");
+    let bed = bed();
+    let build = Background::start(&bed.addr, &["-o", "type=tar,dest=fifo"], ctx.path());
+    let filled = wait_for(Duration::from_secs(60), || {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD into a local on a descriptor this test owns.
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&reader),
+                libc::FIONREAD,
+                &mut queued,
+            )
+        };
+        queued >= 65536
+    });
+    assert!(
+        filled,
+        "the output never reached the FIFO:\n{}",
+        build.stderr()
+    );
+    // SAFETY: signalling the bkd process this test started.
+    unsafe { libc::kill(build.child.id() as i32, libc::SIGTERM) };
+    let sent = Instant::now();
+    let run = build.finish(Duration::from_secs(20));
+    assert!(sent.elapsed() < Duration::from_secs(5), "{}", run.explain());
+    assert_eq!(run.code(), Some(143), "{}", run.explain());
+    drop(reader);
+}
+
+#[test]
+fn names_with_newlines_stay_on_one_line() {
+    let ctx = context();
+    let forged = "ctx\nerror: injected fake line (exit 0)\n::warning::x";
+    let run = bkd_limited(&["build", forged], ctx.path(), &[]);
+    assert_fails(
+        &run,
+        3,
+        "cannot read build context ctx\\nerror: injected fake line",
+    );
+    assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
+}
+
+/// Names bkd prints from its command line before any build (a secret's
+/// file, an output, the metadata file, an ssh socket, a named context, the
+/// daemon address): each error stays one line however the name is made.
+#[test]
+fn names_in_command_line_errors_stay_on_one_line() {
+    let ctx = context();
+    write(ctx.path(), "Dockerfile", "FROM scratch\n");
+    let forged = "\nerror: forged (exit 0)\n::warning::x";
+    let cases: [(Vec<String>, i32, &str); 6] = [
+        (
+            vec!["--secret".into(), format!("id=s,src=missing{forged}")],
+            3,
+            "secret s: cannot read missing\\nerror: forged",
+        ),
+        (
+            vec!["-o".into(), format!("type=tar,dest=nodir{forged}/out.tar")],
+            3,
+            "cannot write output nodir\\nerror: forged",
+        ),
+        (
+            vec!["-o".into(), format!("type=local,dest=nodir{forged}/out")],
+            3,
+            "cannot write output nodir\\nerror: forged",
+        ),
+        (
+            vec!["--metadata-file".into(), format!("nodir{forged}/m.json")],
+            3,
+            "cannot write metadata file nodir\\nerror: forged",
+        ),
+        (
+            vec!["--ssh".into(), format!("agent=/nonexistent{forged}")],
+            3,
+            "cannot use /nonexistent\\nerror: forged",
+        ),
+        (
+            vec!["--build-context".into(), format!("x=nodir{forged}")],
+            3,
+            "--build-context x=nodir\\nerror: forged",
+        ),
+    ];
+    for (flags, code, needle) in cases {
+        let mut args = vec!["build"];
+        args.extend(flags.iter().map(String::as_str));
+        args.push(".");
+        let run = bkd_limited(&args, ctx.path(), &[]);
+        assert_fails(&run, code, needle);
+        assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
+    }
+    let addr = format!("unix:///nonexistent{forged}");
+    let run = run(
+        env!("CARGO_BIN_EXE_bkd"),
+        &["build", "--addr", &addr, "."],
+        ctx.path(),
+        &[],
+    );
+    assert_fails(
+        &run,
+        4,
+        "cannot connect to buildkitd at unix:///nonexistent\\nerror: forged",
+    );
+    assert_eq!(run.stderr().lines().count(), 1, "{}", run.explain());
+}
+
+/// The daemon's own error text quotes what it was given as is (here the
+/// frontend's `failed to parse target platform %s`): printed as one line.
+#[test]
+fn a_daemon_error_with_a_newline_stays_on_one_line() {
+    let ctx = context();
+    write(ctx.path(), "Dockerfile", "FROM scratch\n");
+    let opt = "platform=linux/x\nerror: forged (exit 0)";
+    let run = bkd_limited(&["build", "--opt", opt, "."], ctx.path(), &[]);
+    assert_fails(
+        &run,
+        1,
+        "failed to parse target platform linux/x\\nerror: forged (exit 0)",
+    );
+}
+
+/// Entries of `dir` whose names start with `.bkd-output-`.
+fn partial_outputs(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".bkd-output-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_killed_export_leaves_no_partial_output_and_old_ones_are_swept() {
+    use std::os::fd::AsRawFd;
+    let ctx = context();
+    let dest = tempfile::tempdir().expect("dest dir");
+    // Left by bkds killed earlier: one nobody holds, idle for an hour;
+    // one a live writer holds.
+    let old = |name: &str| {
+        let f = std::fs::File::create(dest.path().join(name)).expect("partial");
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .expect("mtime");
+        f
+    };
+    drop(old(".bkd-output-stale1"));
+    let held = old(".bkd-output-held01");
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /busybox\n",
+    );
+    let out = dest.path().join("small.tar");
+    bkd_limited(&["build", "-o", &tar_output(&out), "."], ctx.path(), &[]).assert_ok();
+    assert_eq!(partial_outputs(dest.path()), [".bkd-output-held01"]);
+    drop(held);
+    std::fs::remove_file(dest.path().join(".bkd-output-held01")).expect("rm");
+
+    // A 200 MB image: bkd is SIGKILLed while the tar arrives.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "{BUSYBOX_STAGE}RUN head -c 200000000 /dev/urandom > /big && echo {}\n",
+            nonce()
+        ),
+    );
+    let out = dest.path().join("big.tar");
+    let bed = bed();
+    let build = Background::start(&bed.addr, &["-o", &tar_output(&out)], ctx.path());
+    let pid = build.child.id();
+    let dest_dir = dest.path().display().to_string();
+    let receiving = wait_for(Duration::from_secs(120), || {
+        // The output being written: a file in dest's directory held open
+        // by bkd (unnamed, or a .bkd-output-* file).
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with(&format!("{dest_dir}/")))
+                })
+            })
+            .unwrap_or(false)
+    });
+    assert!(receiving, "the export never started:\n{}", build.stderr());
+    // SAFETY: killing the bkd process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = build.finish(Duration::from_secs(20));
+    let left = partial_outputs(dest.path());
+    assert!(left.is_empty(), "partial outputs left: {left:?}");
+    assert!(!out.exists(), "a partial output reached dest");
 }

@@ -131,3 +131,149 @@ fn push_takes_its_tags_from_bkd_tags() {
     assert_eq!(run.code(), Some(2), "{}", run.explain());
     assert!(run.stderr().contains("set BKD_TAGS"), "{}", run.explain());
 }
+
+/// bkd against the test bed under a time limit (seconds) and a 4 GiB
+/// address-space limit, so a hang or a read without end fails the test
+/// instead of stalling or starving the machine.
+fn bkd_bounded(limit: &str, args: &[&str], cwd: &std::path::Path) -> Run {
+    let bed = bed();
+    let mut all = vec![
+        "--as=4294967296",
+        "timeout",
+        "-k",
+        "5",
+        limit,
+        env!("CARGO_BIN_EXE_bkd"),
+        args[0],
+        "--addr",
+        &bed.addr,
+    ];
+    all.extend_from_slice(&args[1..]);
+    let run = run("prlimit", &all, cwd, &[]);
+    assert!(
+        !matches!(run.code(), Some(124) | None),
+        "bkd hung\n{}",
+        run.explain()
+    );
+    run
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+const USES_SECRET: &str = "FROM scratch\nCOPY busybox /bin/busybox\n\
+    RUN --mount=type=secret,id=s [\"/bin/busybox\",\"md5sum\",\"/run/secrets/s\"]\n";
+
+#[test]
+fn secrets_that_are_not_regular_files_fail_fast_or_are_never_read() {
+    let ctx = context();
+    let d = ctx.path();
+    write(d, "Dockerfile", USES_SECRET);
+    let started = std::time::Instant::now();
+    let run = bkd_bounded("30", &["build", "--secret", "id=s,src=/dev/zero", "."], d);
+    assert_eq!(run.code(), Some(3), "{}", run.explain());
+    assert_eq!(
+        run.stderr().trim(),
+        "error: secret s: /dev/zero is a character device; give a regular file (or a FIFO)"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // A FIFO nobody writes to, asked for by the build: one line, at once.
+    let fifo = d.join("fifo");
+    mkfifo(&fifo);
+    let spec = format!("id=s,src={}", fifo.display());
+    let started = std::time::Instant::now();
+    let run = bkd_bounded("60", &["build", "--no-cache", "--secret", &spec, "."], d);
+    assert_eq!(run.code(), Some(3), "{}", run.explain());
+    let err = run.stderr();
+    assert_eq!(
+        err.lines().last(),
+        Some(
+            format!(
+                "error: secret s: FIFO {}: no process is writing to it",
+                fifo.display()
+            )
+            .as_str()
+        ),
+        "{}",
+        run.explain()
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
+    // The same FIFO when the build never asks for it: never opened.
+    write(d, "Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n");
+    let run = bkd_bounded("60", &["build", "--secret", &spec, "."], d);
+    run.assert_ok();
+}
+
+#[test]
+fn a_fifo_secret_gives_what_its_writer_wrote_within_the_limit() {
+    let ctx = context();
+    let d = ctx.path();
+    write(
+        d,
+        "Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\n\
+         RUN --mount=type=secret,id=s [\"/bin/busybox\",\"sh\",\"-c\",\
+         \"/bin/busybox md5sum /run/secrets/s > /sum\"]\n\
+         RUN --mount=type=secret,id=s [\"/bin/busybox\",\"sh\",\"-c\",\
+         \"/bin/busybox md5sum /run/secrets/s > /sum2\"]\n",
+    );
+    let fifo = d.join("fifo");
+    mkfifo(&fifo);
+    let spec = format!("id=s,src={}", fifo.display());
+    // As `echo VALUE > fifo &` or a shell's `<(...)`: a writer waiting for
+    // bkd to open the FIFO.
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::write(&fifo, FILE_SECRET)
+    });
+    let out = d.join("out.tar");
+    let run = bkd_bounded(
+        "120",
+        &[
+            "build",
+            "--no-cache",
+            "--secret",
+            &spec,
+            "-o",
+            &tar_output(&out),
+            ".",
+        ],
+        d,
+    );
+    run.assert_ok();
+    let _ = writer.join();
+    // Two steps mount it; the FIFO gave it once.
+    for name in ["sum", "sum2"] {
+        let sum = tar_file(&out, name).expect("sum");
+        assert!(String::from_utf8_lossy(&sum).starts_with(&md5(FILE_SECRET)));
+    }
+
+    // More than BuildKit accepts: cut off while reading, one line, exit 3.
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::write(&fifo, vec![b'z'; 600 * 1024])
+    });
+    let run = bkd_bounded("120", &["build", "--no-cache", "--secret", &spec, "."], d);
+    let _ = writer.join();
+    assert_eq!(run.code(), Some(3), "{}", run.explain());
+    assert!(
+        run.stderr()
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with("is more than the 512000 bytes BuildKit accepts")),
+        "{}",
+        run.explain()
+    );
+}

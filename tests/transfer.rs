@@ -158,3 +158,55 @@ fn every_file_arrives_byte_identical() {
         );
     }
 }
+
+/// Files whose content is not in the page cache go to reader threads, each
+/// holding an open descriptor until it is sent: a context of many such
+/// files must not run the client out of descriptors (here 128, with 1,500
+/// files on their way).
+#[test]
+fn files_not_in_the_page_cache_never_exhaust_descriptors() {
+    use std::os::fd::AsRawFd;
+    let ctx = context();
+    let src = ctx.path().join("src");
+    for d in 0..15u64 {
+        for f in 0..100u64 {
+            let path = src.join(format!("d{d:02}/f{f:03}"));
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, bytes(5000 + d * 100 + f, 4096 + f as usize)).expect("write");
+        }
+    }
+    write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY src /src\n");
+    let evict = || {
+        for (name, _) in files(&src) {
+            let file = std::fs::File::open(src.join(&name)).expect("open");
+            file.sync_all().expect("fsync");
+            // SAFETY: a valid descriptor; advice only.
+            let r =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(r, 0, "fadvise {name}");
+        }
+    };
+    evict();
+    let out = ctx.path().join("out.tar");
+    let bed = bed();
+    let run = common::run(
+        "prlimit",
+        &[
+            "--nofile=128:128",
+            env!("CARGO_BIN_EXE_bkd"),
+            "build",
+            "--addr",
+            &bed.addr,
+            "-o",
+            &tar_output(&out),
+            ".",
+        ],
+        ctx.path(),
+        &[],
+    );
+    run.assert_ok();
+    let sent = files(&src);
+    let received = tar_files(&out, "src/");
+    assert_eq!(sent.len(), 1500);
+    assert!(received == sent, "the same files with the same content");
+}

@@ -14,14 +14,14 @@ use super::daemon::DaemonNeeds;
 use super::inputs::{BuildInputs, ContextSource, Identity};
 use super::output::parse_output;
 use super::progress::{build_end, display_for, ProgressMode};
-use super::secret::{load_secret, parse_secret};
+use super::secret::{parse_secret, SecretSource};
 use super::GlobalArgs;
 use crate::client::solve::{build, BuildSpec, ExportSpec};
 use crate::error::{io_reason, Error, Result};
+use crate::outfile::FileDest;
 use crate::session::auth::DockerConfig;
 use crate::session::filesend::{parent_dir, OutputTarget};
 use crate::session::filesync::LocalDirs;
-use crate::session::secrets::SecretValue;
 use crate::text::escape_path;
 
 #[derive(Debug, Args)]
@@ -294,7 +294,12 @@ fn named_context(
 
 /// A directory given on the command line, checked and made absolute.
 pub(super) fn local_dir(flag: &str, name: &str, path: &Path) -> Result<PathBuf> {
-    let fail = |reason: String| Error::Input(format!("{flag} {name}={}: {reason}", path.display()));
+    let fail = |reason: String| {
+        Error::Input(format!(
+            "{flag} {name}={}: {reason}",
+            crate::text::escape_path(path)
+        ))
+    };
     let meta = std::fs::metadata(path).map_err(|e| fail(io_reason(&e)))?;
     if !meta.is_dir() {
         return Err(fail("not a directory".into()));
@@ -310,8 +315,15 @@ pub(super) fn resolve_outputs(specs: &[String]) -> Result<Vec<ExportSpec>> {
         .map(|o| parse_output(o).map_err(Error::Usage))
         .collect::<Result<Vec<ExportSpec>>>()?;
     for e in &exports {
-        if let Some(OutputTarget::File(p) | OutputTarget::Dir(p)) = &e.target {
-            check_output_parent(p)?;
+        match &e.target {
+            Some(OutputTarget::File(dest)) => dest.prepare().map_err(|reason| {
+                Error::Input(format!(
+                    "cannot write output {}: {reason}",
+                    escape_path(&dest.path)
+                ))
+            })?,
+            Some(OutputTarget::Dir(p)) => check_output_parent(p)?,
+            _ => {}
         }
         if e.target == Some(OutputTarget::Stdout) && std::io::stdout().is_terminal() {
             return Err(Error::Usage(format!(
@@ -351,15 +363,16 @@ fn image_tags(args: &BuildArgs) -> Result<Vec<String>> {
     Ok(from_env)
 }
 
-/// Reads every `--secret` now, so a missing file fails before the build.
-pub(super) fn secrets(specs: &[String]) -> Result<HashMap<String, SecretValue>> {
-    let mut values = HashMap::new();
+/// Parses every `--secret` and checks its source now, so a missing file
+/// fails before the build; the values are read when the build asks.
+pub(super) fn secrets(specs: &[String]) -> Result<HashMap<String, SecretSource>> {
+    let mut sources = HashMap::new();
     for spec in specs {
         let (id, source) = parse_secret(spec).map_err(Error::Usage)?;
-        let value = load_secret(&id, &source).map_err(Error::Input)?;
-        values.insert(id, value);
+        source.check(&id).map_err(Error::Input)?;
+        sources.insert(id, source);
     }
-    Ok(values)
+    Ok(sources)
 }
 
 /// The output's directory must exist and be writable before the build
@@ -369,16 +382,16 @@ pub(super) fn check_output_parent(dest: &Path) -> Result<()> {
     let meta = std::fs::metadata(&parent).map_err(|e| {
         Error::Input(format!(
             "cannot write output {}: {}: {}",
-            dest.display(),
-            parent.display(),
+            escape_path(dest),
+            escape_path(&parent),
             io_reason(&e)
         ))
     })?;
     if !meta.is_dir() {
         return Err(Error::Input(format!(
             "cannot write output {}: {} is not a directory",
-            dest.display(),
-            parent.display()
+            escape_path(dest),
+            escape_path(&parent)
         )));
     }
     let probe = tempfile::Builder::new()
@@ -387,8 +400,8 @@ pub(super) fn check_output_parent(dest: &Path) -> Result<()> {
     probe.map(drop).map_err(|e| {
         Error::Input(format!(
             "cannot write output {}: {}: {}",
-            dest.display(),
-            parent.display(),
+            escape_path(dest),
+            escape_path(&parent),
             io_reason(&e)
         ))
     })
@@ -419,9 +432,9 @@ pub(super) fn shared_key(context: &Path) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// Writes the exporter response as JSON, like buildctl: values that are
-/// base64-encoded JSON are embedded as JSON.
-pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result<()> {
+/// The exporter response as JSON, like buildctl writes it: values that
+/// are base64-encoded JSON are embedded as JSON.
+pub fn metadata_json(response: &HashMap<String, String>) -> Result<Vec<u8>> {
     let mut map = serde_json::Map::new();
     let mut keys: Vec<_> = response.keys().collect();
     keys.sort();
@@ -437,23 +450,28 @@ pub fn write_metadata(path: &Path, response: &HashMap<String, String>) -> Result
             decoded.unwrap_or_else(|| serde_json::Value::String(v.clone())),
         );
     }
-    let text = serde_json::to_vec_pretty(&serde_json::Value::Object(map))
-        .map_err(|e| Error::OutputWrite(format!("cannot encode metadata: {e}")))?;
-    let parent = parent_dir(path);
-    let fail = |e: std::io::Error| {
+    serde_json::to_vec_pretty(&serde_json::Value::Object(map))
+        .map_err(|e| Error::OutputWrite(format!("cannot encode metadata: {e}")))
+}
+
+/// Writes the metadata file (see [`crate::outfile`] for where), off the
+/// async threads: a FIFO's reader sets the pace, and a signal must still
+/// end bkd meanwhile.
+pub async fn write_metadata(dest: &FileDest, response: &HashMap<String, String>) -> Result<()> {
+    let text = metadata_json(response)?;
+    let dest = dest.clone();
+    let path = dest.path.clone();
+    let written = tokio::task::spawn_blocking(move || dest.write_all(&text))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+    written.map_err(|e| {
         Error::OutputWrite(format!(
             "cannot write metadata file {}: {}",
-            path.display(),
+            escape_path(&path),
             io_reason(&e)
         ))
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".bkd-metadata-")
-        .tempfile_in(&parent)
-        .map_err(fail)?;
-    std::io::Write::write_all(&mut tmp, &text).map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
+    })
 }
 
 /// How a build is run, apart from what it builds.
@@ -654,8 +672,14 @@ pub async fn execute(
 ) -> Result<crate::client::solve::BuildOutcome> {
     let started = std::time::Instant::now();
     let spec = resolve()?;
-    if let Some(p) = job.metadata_file {
-        check_output_parent(p)?;
+    let metadata = job.metadata_file.map(FileDest::from);
+    if let Some(dest) = &metadata {
+        dest.prepare().map_err(|reason| {
+            Error::Input(format!(
+                "cannot write metadata file {}: {reason}",
+                escape_path(&dest.path)
+            ))
+        })?;
     }
 
     let mut spec = Some(spec);
@@ -663,6 +687,7 @@ pub async fn execute(
     let outcome = super::daemon::run_on_daemon(global, &job.needs, |daemon| {
         let spec = spec.take().map_or_else(&resolve, Ok);
         let (progress, debug) = (job.progress, global.debug);
+        let metadata = metadata.clone();
         // Said once, when a daemon is there to build (not again on a retry).
         if let Some(w) = warning.take() {
             notice(progress, debug, &w);
@@ -680,13 +705,14 @@ pub async fn execute(
             }
             let (outcome, mut display) = build(&daemon, spec?, display).await;
             display.summary(&build_end(started, &outcome));
-            outcome
+            let outcome = outcome?;
+            if let Some(dest) = &metadata {
+                write_metadata(dest, &outcome.exporter_response).await?;
+            }
+            Ok(outcome)
         }
     })
     .await?;
-    if let Some(p) = job.metadata_file {
-        write_metadata(p, &outcome.exporter_response)?;
-    }
     for w in &outcome.written {
         tracing::debug!(path = %escape_path(w), "output written");
     }

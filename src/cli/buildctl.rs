@@ -236,7 +236,7 @@ impl BuildctlGlobal {
                     .ok_or_else(|| {
                         Error::Input(format!(
                             "--tlsdir {}: neither {} nor {} found",
-                            dir.display(),
+                            crate::text::escape_path(dir),
                             names[0],
                             names[1]
                         ))
@@ -388,7 +388,10 @@ pub fn resolve(args: &BuildctlBuildArgs) -> Result<BuildSpec> {
             }
         };
         if names.contains(&name) {
-            return Err(Error::Usage(format!("--local {name} is given twice")));
+            return Err(Error::Usage(format!(
+                "--local {} is given twice",
+                crate::text::escape_str(name)
+            )));
         }
         names.push(name);
         locals.insert(name, local_dir("--local", name, Path::new(dir))?);

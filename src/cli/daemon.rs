@@ -52,7 +52,7 @@ pub struct DaemonArgs {
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
     pub stop_timeout: u64,
 
-    /// Keep the buildkitd log in FILE (default: kept in the runtime dir only when something fails)
+    /// Keep the buildkitd log in FILE (default: kept beside the runtime dir only when the daemon fails)
     #[arg(long, env = "BKD_DAEMON_LOG", global = true, value_name = "FILE")]
     pub daemon_log: Option<PathBuf>,
 
@@ -199,16 +199,15 @@ pub fn binaries() -> (String, String) {
 pub fn choose(args: &DaemonArgs) -> Result<(Probes, Result<probe::Decision, String>)> {
     let flags = daemon_flags(args)?;
     let (buildkitd, rootlesskit) = binaries();
-    Ok(choose_with(args, &flags, &buildkitd, &rootlesskit))
+    let probes = Probes::gather(&RealHost, &buildkitd, &rootlesskit);
+    Ok(decide_with(args, &flags, probes))
 }
 
-fn choose_with(
+fn decide_with(
     args: &DaemonArgs,
     flags: &[String],
-    buildkitd: &str,
-    rootlesskit: &str,
+    probes: Probes,
 ) -> (Probes, Result<probe::Decision, String>) {
-    let probes = Probes::gather(&RealHost, buildkitd, rootlesskit);
     let mut request = args.mode;
     if request == ModeRequest::Auto
         && probes.uid != 0
@@ -259,13 +258,14 @@ pub(super) async fn interruptible<T>(
 }
 
 /// Prints the last lines of the daemon log to stderr.
-fn show_log_tail(tail: &str, path: &std::path::Path) {
+fn show_log_tail(tail: &str) {
     eprintln!(
-        "----- buildkitd log (last {} lines of {}) -----",
-        daemon::LOG_TAIL_LINES,
-        path.display()
+        "----- buildkitd log (last {} lines) -----",
+        daemon::LOG_TAIL_LINES
     );
-    eprintln!("{tail}");
+    for line in tail.lines() {
+        eprintln!("{}", crate::text::one_line(line));
+    }
     eprintln!("-----");
 }
 
@@ -273,7 +273,7 @@ async fn spawn(plan: &SpawnPlan, signals: &mut Signals, debug: bool) -> Result<R
     let started = interruptible(signals, async {
         daemon::start(plan).await.map_err(|failure| {
             if !failure.log_tail.is_empty() {
-                show_log_tail(&failure.log_tail, &failure.log_path);
+                show_log_tail(&failure.log_tail);
             }
             Error::DaemonStart(failure)
         })
@@ -286,10 +286,17 @@ async fn spawn(plan: &SpawnPlan, signals: &mut Signals, debug: bool) -> Result<R
             started.mode.name(),
             started.pid(),
             started.address,
-            started.log_path.display()
+            crate::text::escape_path(&started.log_path)
         );
     }
     Ok(started)
+}
+
+/// What a job on the spawned daemon came to: its result, and whether the
+/// daemon itself failed (then its log is worth keeping).
+struct Outcome<T> {
+    result: Result<T>,
+    daemon_failed: bool,
 }
 
 /// Runs `job` on the spawned daemon, racing it against signals and the
@@ -298,7 +305,7 @@ async fn on_spawned<T, Fut>(
     spawned: &RunningDaemon,
     signals: &mut Signals,
     job: &mut impl FnMut(Daemon) -> Fut,
-) -> Result<T>
+) -> Outcome<T>
 where
     Fut: Future<Output = Result<T>>,
 {
@@ -306,23 +313,30 @@ where
         let daemon = Daemon::connect(&spawned.address, &Default::default()).await?;
         job(daemon).await
     };
+    let crash = |status| Outcome {
+        result: Err(crashed(spawned, status)),
+        daemon_failed: true,
+    };
     let result = tokio::select! {
         r = interruptible(signals, work) => r,
-        status = spawned.exited() => return Err(crashed(spawned, status)),
+        status = spawned.exited() => return crash(status),
     };
     // A lost connection is usually the daemon dying; say so if it did.
     if let Err(Error::Daemon(_) | Error::Session(_) | Error::Transport(_)) = &result {
         if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), spawned.exited()).await {
-            return Err(crashed(spawned, status));
+            return crash(status);
         }
     }
-    result
+    Outcome {
+        result,
+        daemon_failed: false,
+    }
 }
 
 /// The error for a daemon that ended on its own, with its log tail shown.
 fn crashed(spawned: &RunningDaemon, status: std::process::ExitStatus) -> Error {
     let tail = daemon::log_tail(&spawned.log_path, daemon::LOG_TAIL_LINES);
-    show_log_tail(&tail, &spawned.log_path);
+    show_log_tail(&tail);
     let mut message = format!(
         "buildkitd exited unexpectedly ({})",
         daemon::describe_exit(status)
@@ -330,7 +344,7 @@ fn crashed(spawned: &RunningDaemon, status: std::process::ExitStatus) -> Error {
     if let Some(a) = advice::classify(&tail) {
         message = format!("{message}\n{}", a.render());
     }
-    // The log's path is in the tail's header and in the "kept" line.
+    // The log's path is in the "kept" line.
     Error::Daemon(message)
 }
 
@@ -418,8 +432,10 @@ pub struct DaemonNeeds {
 fn refuse_insecure_registries(needs: &DaemonNeeds) -> Result<()> {
     match needs.insecure_registries.first() {
         Some(host) => Err(Error::Usage(format!(
-            "--insecure-registry {host} configures the buildkitd bkd starts; with --addr \
-             add [registry.\"{host}\"] http = true to that daemon's buildkitd.toml"
+            "--insecure-registry {} configures the buildkitd bkd starts; with --addr \
+             add [registry.\"{}\"] http = true to that daemon's buildkitd.toml",
+            crate::text::escape_str(host),
+            crate::text::escape_str(host)
         ))),
         None => Ok(()),
     }
@@ -589,7 +605,8 @@ where
         }
     }
     let (buildkitd, rootlesskit) = binaries();
-    let (probes, decision) = choose_with(args, &flags, &buildkitd, &rootlesskit);
+    let probes = Probes::gather_to_start(&RealHost, &buildkitd, &rootlesskit);
+    let (probes, decision) = decide_with(args, &flags, probes);
     let decision = decision.map_err(Error::Input)?;
     if let Some(why) = &decision.downgrade {
         eprintln!("{}", probe::downgrade_warning(why));
@@ -626,6 +643,7 @@ where
         stop_timeout: Duration::from_secs(args.stop_timeout),
         echo_log: global.debug,
         log_file: args.daemon_log.clone(),
+        pid_namespace: probes.sandbox.is_ok(),
         registries: daemon::config::Registries {
             insecure: needs.insecure_registries.clone(),
             mirrors: needs.config.mirrors.clone(),
@@ -634,10 +652,14 @@ where
         env: needs.config.env.clone(),
     };
     let mut spawned = spawn(&plan, &mut signals, global.debug).await?;
-    let mut result = on_spawned(&spawned, &mut signals, &mut job).await;
+    let mut outcome = on_spawned(&spawned, &mut signals, &mut job).await;
     let retry = args.mode == ModeRequest::Auto
         && spawned.mode == Mode::Rootless
-        && result.as_ref().err().is_some_and(is_sandbox_failure);
+        && outcome
+            .result
+            .as_ref()
+            .err()
+            .is_some_and(is_sandbox_failure);
     if retry {
         eprintln!(
             "warning: the build failed because the process sandbox cannot mount /proc here; \
@@ -647,15 +669,22 @@ where
         );
         spawned.stop(false).await;
         plan.mode = Mode::RootlessStrict;
+        // No fresh /proc here, so no PID namespace either (runc needs a
+        // /proc that matches it).
+        plan.pid_namespace = false;
         spawned = spawn(&plan, &mut signals, global.debug).await?;
-        result = on_spawned(&spawned, &mut signals, &mut job).await;
+        outcome = on_spawned(&spawned, &mut signals, &mut job).await;
     }
-    let failed = result.is_err();
-    spawned.stop(failed).await;
-    if failed {
-        eprintln!("bkd: buildkitd log kept at {}", spawned.log_path.display());
+    // A failed step or a Ctrl-C says nothing about the daemon: its log is
+    // kept only when the daemon itself failed.
+    let log = spawned.stop(outcome.daemon_failed).await;
+    if outcome.daemon_failed {
+        eprintln!(
+            "bkd: buildkitd log kept at {}",
+            crate::text::escape_path(&log)
+        );
     }
-    result.map_err(with_advice)
+    outcome.result.map_err(with_advice)
 }
 
 /// Mirrors, CAs and step log limits configure the daemon bkd starts; a

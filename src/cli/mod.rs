@@ -230,7 +230,10 @@ pub async fn address_report(global: &GlobalArgs) {
     let name = "address";
     let answers = |addr: String| async move {
         let Ok(a) = Address::parse(&addr) else {
-            return Err(format!("{addr:?} is not unix://PATH or tcp://HOST:PORT"));
+            return Err(format!(
+                "\"{}\" is not unix://PATH or tcp://HOST:PORT",
+                crate::text::escape_str(&addr)
+            ));
         };
         if !listens(&a) {
             return Err("nothing listens there".to_string());
@@ -387,11 +390,14 @@ fn version_report() -> String {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|o| crate::text::one_line(String::from_utf8_lossy(&o.stdout).trim()))
         .filter(|v| !v.is_empty());
     let daemon_line = match daemon_version {
         Some(v) => v,
-        None => format!("buildkitd: {buildkitd} not found or not runnable"),
+        None => format!(
+            "buildkitd: {} not found or not runnable",
+            crate::text::escape_str(&buildkitd)
+        ),
     };
     format!("bkd {}\n{daemon_line}", env!("CARGO_PKG_VERSION"))
 }

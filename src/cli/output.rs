@@ -105,7 +105,7 @@ pub fn parse_output(s: &str) -> Result<ExportSpec, String> {
         }
         k if FILE_TYPES.contains(&k) => match dest.as_deref() {
             Some("-") => Some(OutputTarget::Stdout),
-            Some(d) if !d.is_empty() => Some(OutputTarget::File(PathBuf::from(d))),
+            Some(d) if !d.is_empty() => Some(OutputTarget::File(d.into())),
             _ => {
                 return Err(format!(
                     "invalid --output {s:?}: the {k} output needs dest=FILE (or dest=- for stdout)"

@@ -1,21 +1,11 @@
 //! `--secret` in buildctl's syntax: `id=ID,src=PATH`, `id=ID,env=VAR`,
 //! `type=file|env`, or `id=ID` alone (the variable ID if set, else the file
-//! ID). Values are read once, before the build, so a missing file fails
-//! early; they live only in [`SecretValue`]s, which never print.
+//! ID). As in buildctl, a missing file or variable fails before the build;
+//! values are read only when the build asks for them (see
+//! [`crate::session::secrets`]).
 
 use super::output::split_csv;
-use crate::error::io_reason;
-use crate::session::secrets::SecretValue;
-
-/// The largest secret the daemon accepts (BuildKit's limit).
-pub const MAX_SECRET_SIZE: u64 = 500 * 1024;
-
-/// Where a secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    File(String),
-    Env(String),
-}
+pub use crate::session::secrets::SecretSource;
 
 /// Parses one `--secret` value into its id and source.
 pub fn parse_secret(spec: &str) -> Result<(String, SecretSource), String> {
@@ -43,36 +33,13 @@ pub fn parse_secret(spec: &str) -> Result<(String, SecretSource), String> {
     }
     let source = match (src, env) {
         (Some(_), Some(_)) => return Err(bad("give src= or env=, not both".into())),
-        (Some(path), None) => SecretSource::File(path),
+        (Some(path), None) => SecretSource::File(path.into()),
         (None, Some(var)) => SecretSource::Env(var),
         (None, None) if kind.as_deref() == Some("env") => SecretSource::Env(id.clone()),
         (None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
-        (None, None) => SecretSource::File(id.clone()),
+        (None, None) => SecretSource::File(id.clone().into()),
     };
     Ok((id, source))
-}
-
-/// Reads the secret's value now. Errors name the secret and the file or
-/// variable, never the value.
-pub fn load_secret(id: &str, source: &SecretSource) -> Result<SecretValue, String> {
-    match source {
-        SecretSource::Env(var) => std::env::var_os(var)
-            .map(|v| SecretValue(v.into_encoded_bytes()))
-            .ok_or_else(|| format!("secret {id}: environment variable {var} is not set")),
-        SecretSource::File(path) => {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| format!("secret {id}: cannot read {path}: {}", io_reason(&e)))?;
-            if meta.len() > MAX_SECRET_SIZE {
-                return Err(format!(
-                    "secret {id}: {path} is {} bytes, more than the {MAX_SECRET_SIZE} bytes BuildKit accepts",
-                    meta.len()
-                ));
-            }
-            std::fs::read(path)
-                .map(SecretValue)
-                .map_err(|e| format!("secret {id}: cannot read {path}: {}", io_reason(&e)))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -120,23 +87,5 @@ mod tests {
             let e = parse_secret(bad).expect_err(bad);
             assert!(e.starts_with("invalid --secret"), "{e}");
         }
-    }
-
-    #[test]
-    fn load_errors_never_contain_the_value() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let big = dir.path().join("big");
-        std::fs::write(&big, vec![b'z'; MAX_SECRET_SIZE as usize + 1]).expect("write");
-        let e =
-            load_secret("b", &SecretSource::File(big.display().to_string())).expect_err("too big");
-        assert!(e.contains("more than") && !e.contains("zzz"), "{e}");
-        let e = load_secret("m", &SecretSource::File("/no/such/file".into())).expect_err("missing");
-        assert_eq!(
-            e,
-            "secret m: cannot read /no/such/file: no such file or directory"
-        );
-        let e = load_secret("v", &SecretSource::Env("BKD_TEST_UNSET_VARIABLE".into()))
-            .expect_err("unset");
-        assert!(e.contains("BKD_TEST_UNSET_VARIABLE is not set"), "{e}");
     }
 }

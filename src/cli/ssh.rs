@@ -68,32 +68,40 @@ pub fn agent_socket(spec: &SshSpec, auth_sock: Option<&OsStr>) -> Result<PathBuf
         let meta = std::fs::metadata(&path).map_err(|e| {
             format!(
                 "--ssh {id}: cannot use {}: {}",
-                path.display(),
+                crate::text::escape_path(&path),
                 io_reason(&e)
             )
         })?;
         if meta.file_type().is_socket() {
             if socket.is_some() {
-                return Err(format!("--ssh {id}: give one agent socket, not several"));
+                return Err(format!(
+                    "--ssh {}: give one agent socket, not several",
+                    crate::text::escape_str(id)
+                ));
             }
             socket = Some(path);
         } else if meta.is_file() {
             return Err(format!(
                 "--ssh {id}: {} is a key file; key files are not supported yet: load the key into ssh-agent (ssh-add) and pass its socket",
-                path.display()
+                crate::text::escape_path(&path)
             ));
         } else {
             return Err(format!(
                 "--ssh {id}: {} is not an ssh agent socket",
-                path.display()
+                crate::text::escape_path(&path)
             ));
         }
     }
-    let socket = socket.ok_or_else(|| format!("--ssh {id}: no agent socket given"))?;
+    let socket = socket.ok_or_else(|| {
+        format!(
+            "--ssh {}: no agent socket given",
+            crate::text::escape_str(id)
+        )
+    })?;
     std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
         format!(
             "--ssh {id}: cannot connect to the ssh agent at {}: {}",
-            socket.display(),
+            crate::text::escape_path(&socket),
             io_reason(&e)
         )
     })?;

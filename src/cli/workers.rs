@@ -53,7 +53,7 @@ pub async fn run(global: &GlobalArgs, args: &WorkersArgs) -> Result<()> {
         if global.debug {
             for w in &workers {
                 for (k, v) in &w.labels {
-                    text += &format!("  {k}={v}\n");
+                    text += &format!("  {}={}\n", esc(k), esc(v));
                 }
             }
         }
@@ -62,10 +62,16 @@ pub async fn run(global: &GlobalArgs, args: &WorkersArgs) -> Result<()> {
     super::print_stdout(&text)
 }
 
+/// What the daemon says, kept to its line and its cell: a newline or tab in
+/// a worker's id or label cannot start a line or a column of its own.
+fn esc(text: &str) -> String {
+    crate::text::escape_str(text)
+}
+
 fn table(workers: &[Worker]) -> String {
     let mut out = String::from("ID\tPLATFORMS\n");
     for w in workers {
-        out += &format!("{}\t{}\n", w.id, w.platforms.join(","));
+        out += &format!("{}\t{}\n", esc(&w.id), esc(&w.platforms.join(",")));
     }
     out
 }
@@ -73,16 +79,21 @@ fn table(workers: &[Worker]) -> String {
 fn verbose(workers: &[Worker]) -> String {
     let mut out = String::new();
     for w in workers {
-        out += &format!("ID:\t{}\n", w.id);
-        out += &format!("Platforms:\t{}\n", w.platforms.join(","));
+        out += &format!("ID:\t{}\n", esc(&w.id));
+        out += &format!("Platforms:\t{}\n", esc(&w.platforms.join(",")));
         let v = &w.version;
-        out += &format!("BuildKit:\t{} {} {}\n", v.package, v.version, v.revision);
+        out += &format!(
+            "BuildKit:\t{} {} {}\n",
+            esc(&v.package),
+            esc(&v.version),
+            esc(&v.revision)
+        );
         if !v.dockerfile_version.is_empty() {
-            out += &format!("Dockerfile:\t{}\n", v.dockerfile_version);
+            out += &format!("Dockerfile:\t{}\n", esc(&v.dockerfile_version));
         }
         out += "Labels:\n";
         for (k, v) in &w.labels {
-            out += &format!("\t{k}:\t{v}\n");
+            out += &format!("\t{}:\t{}\n", esc(k), esc(v));
         }
         for (i, rule) in w.gc_policy.iter().enumerate() {
             out += &gc_rule(i, rule);
@@ -95,7 +106,7 @@ fn verbose(workers: &[Worker]) -> String {
 fn gc_rule(i: usize, rule: &GcRule) -> String {
     let mut out = format!("GC Policy rule#{i}:\n\tAll:\t{}\n", rule.all);
     if !rule.filters.is_empty() {
-        out += &format!("\tFilters:\t{}\n", rule.filters.join(" "));
+        out += &format!("\tFilters:\t{}\n", esc(&rule.filters.join(" ")));
     }
     if rule.keep_duration > 0 {
         out += &format!("\tKeep duration:\t{}\n", go_duration(rule.keep_duration));

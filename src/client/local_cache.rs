@@ -70,7 +70,10 @@ pub fn prepare(exports: &[CacheSpec], imports: &mut Vec<CacheSpec>) -> Result<Lo
             }
             Err(ImportSkipped::Usage(message)) => return Err(Error::Usage(message)),
             Err(ImportSkipped::Unusable(reason)) => {
-                eprintln!("warning: local cache import at {dir} skipped: {reason}");
+                eprintln!(
+                    "warning: local cache import at {} skipped: {reason}",
+                    crate::text::escape_str(&dir)
+                );
             }
         }
     }
@@ -106,9 +109,12 @@ fn resolve_import(
             let index = layout
                 .read_index()
                 .map_err(|e| ImportSkipped::Unusable(e.to_string()))?;
-            let desc = index
-                .find(tag)
-                .ok_or_else(|| ImportSkipped::Unusable(format!("no digest found for tag {tag}")))?;
+            let desc = index.find(tag).ok_or_else(|| {
+                ImportSkipped::Unusable(format!(
+                    "no digest found for tag {}",
+                    crate::text::escape_str(tag)
+                ))
+            })?;
             Digest::parse(&desc.digest).ok_or_else(|| {
                 ImportSkipped::Unusable(format!(
                     "tag {tag} names {:?}, not a sha256 digest",
@@ -120,7 +126,7 @@ fn resolve_import(
     if !layout.blob_path(&digest).is_file() {
         return Err(ImportSkipped::Unusable(format!(
             "digest {digest} unavailable: no blob {}",
-            layout.blob_path(&digest).display()
+            crate::text::escape_path(&layout.blob_path(&digest))
         )));
     }
     Ok(digest)
@@ -131,7 +137,7 @@ pub fn check_writable(root: &Path) -> Result<()> {
     let fail = |e: std::io::Error| {
         Error::Input(format!(
             "cannot write cache to {}: {}",
-            root.display(),
+            crate::text::escape_path(root),
             io_reason(&e)
         ))
     };
@@ -161,7 +167,10 @@ impl LocalCaches {
         })?;
         for (root, tag) in &self.exports {
             Layout::new(root).put_tag(&desc, tag).map_err(|e| {
-                Error::OutputWrite(format!("cannot record cache in {}: {e}", root.display()))
+                Error::OutputWrite(format!(
+                    "cannot record cache in {}: {e}",
+                    crate::text::escape_path(root)
+                ))
             })?;
         }
         Ok(())

@@ -59,8 +59,9 @@ pub struct Daemon {
 
 fn daemon_error(addr: &str, what: &str, status: &tonic::Status) -> Error {
     Error::Daemon(format!(
-        "buildkitd at {addr}: {what} failed: {}",
-        status.message()
+        "buildkitd at {}: {what} failed: {}",
+        crate::text::escape_str(addr),
+        crate::text::one_line(status.message())
     ))
 }
 

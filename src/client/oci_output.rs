@@ -49,7 +49,7 @@ pub fn prepare(exports: &[ExportSpec]) -> Result<Option<LayoutOutput>> {
     std::fs::create_dir_all(&dir).map_err(|e| {
         Error::Input(format!(
             "cannot write output {}: {}",
-            dir.display(),
+            crate::text::escape_path(&dir),
             io_reason(&e)
         ))
     })?;
@@ -63,7 +63,7 @@ impl LayoutOutput {
         let fail = |reason: String| {
             Error::OutputWrite(format!(
                 "cannot write output {}: {reason}",
-                self.dir.display()
+                crate::text::escape_path(&self.dir)
             ))
         };
         let encoded = exporter_response

@@ -17,9 +17,10 @@ use crate::proto::moby::buildkit::v1::{
 use crate::session::auth::DockerConfig;
 use crate::session::filesend::OutputTarget;
 use crate::session::filesync::LocalDirs;
-use crate::session::secrets::SecretValue;
+use crate::session::secrets::SecretSource;
 use crate::session::ssh::AgentSockets;
 use crate::session::{random_id, Session, SessionSpec};
+use crate::text::{escape_str, one_line};
 
 /// One exporter of the build.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +48,8 @@ pub struct BuildSpec {
     pub exports: Vec<ExportSpec>,
     pub cache_exports: Vec<CacheSpec>,
     pub cache_imports: Vec<CacheSpec>,
-    pub secrets: HashMap<String, SecretValue>,
+    /// Where each secret comes from; read when the build asks.
+    pub secrets: HashMap<String, SecretSource>,
     /// Agent sockets by ssh id, for `RUN --mount=type=ssh`.
     pub ssh: AgentSockets,
     pub docker_config: Arc<DockerConfig>,
@@ -170,7 +172,10 @@ pub async fn build(
         .filter(|(_, e)| !super::oci_output::is_layout(e))
         .filter_map(|(i, e)| e.target.clone().map(|t| (i as u32, t)))
         .collect();
+    // The session's own steps ([auth] ...) join the daemon's in the display.
+    let (auth_progress, mut client_steps) = tokio::sync::mpsc::unbounded_channel();
     let session_spec = SessionSpec {
+        auth_progress: Some(auth_progress),
         id: session_id,
         shared_key: spec.shared_key,
         dirs: spec.locals,
@@ -185,6 +190,7 @@ pub async fn build(
         Err(e) => return (Err(e.into()), display),
     };
     let staged = session.staged_outputs();
+    let secrets = session.secrets();
 
     // The status stream is followed in this same future, not a task of
     // its own: when the build is dropped (Ctrl-C), the display goes with it
@@ -201,11 +207,21 @@ pub async fn build(
         {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
-                follow_status(&mut stream, display.as_mut(), &mut logs, &mut done_rx).await;
+                follow_status(
+                    &mut stream,
+                    &mut client_steps,
+                    display.as_mut(),
+                    &mut logs,
+                    &mut done_rx,
+                )
+                .await;
             }
             Err(status) => {
                 tracing::debug!(error = %status.message(), "status stream unavailable");
             }
+        }
+        while let Ok(update) = client_steps.try_recv() {
+            display.update(&update);
         }
         display.finish();
         logs
@@ -235,23 +251,35 @@ pub async fn build(
     };
     let response = match solved {
         Ok(r) => r.into_inner(),
-        // A local write that failed is the cause; the daemon's error only
-        // echoes the broken transfer.
-        Err(status) => match staged.write_failure() {
-            Some(message) => return (Err(Error::OutputWrite(message)), display),
-            None => {
-                let details = super::errdetails::decode(&status);
-                display.error_sources(&details.sources);
-                return (Err(solve_error(daemon.addr(), &status, logs)), display);
+        // A local write or secret read that failed is the cause; the
+        // daemon's error only echoes it.
+        Err(status) => {
+            if let Some(message) = staged.write_failure() {
+                return (Err(Error::OutputWrite(message)), display);
             }
-        },
+            if let Some(message) = secrets.failure() {
+                return (Err(Error::Input(message)), display);
+            }
+            let details = super::errdetails::decode(&status);
+            display.error_sources(&details.sources);
+            return (Err(solve_error(daemon.addr(), &status, logs)), display);
+        }
     };
     if let Err(e) = closed {
         tracing::debug!(error = %e, "session did not close cleanly");
     }
-    let written = match staged.commit() {
-        Ok(w) => w,
-        Err(e) => return (Err(e.into()), display),
+    // Off the async threads: a FIFO's reader sets the pace, and a signal
+    // must still end bkd meanwhile.
+    let committed = tokio::task::spawn_blocking(move || staged.commit()).await;
+    let written = match committed {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => return (Err(e.into()), display),
+        Err(e) => {
+            return (
+                Err(Error::OutputWrite(format!("cannot write outputs: {e}"))),
+                display,
+            )
+        }
     };
     if let Err(e) = local_caches.record(&response.exporter_response) {
         return (Err(e), display);
@@ -278,6 +306,7 @@ pub async fn build(
 /// for [`STATUS_DRAIN`].
 async fn follow_status(
     stream: &mut tonic::Streaming<crate::proto::moby::buildkit::v1::StatusResponse>,
+    client: &mut tokio::sync::mpsc::UnboundedReceiver<crate::progress::Update>,
     display: &mut dyn Display,
     logs: &mut LogTail,
     done: &mut tokio::sync::watch::Receiver<bool>,
@@ -288,6 +317,11 @@ async fn follow_status(
     loop {
         let next = tokio::select! {
             n = stream.next() => Some(n),
+            // bkd's own steps ([auth] ...), drawn with the next refresh.
+            Some(update) = client.recv() => {
+                display.update(&update);
+                continue;
+            }
             changed = done.changed(), if !solved => {
                 solved = changed.is_err() || *done.borrow();
                 continue;
@@ -330,14 +364,17 @@ fn solve_error(addr: &str, status: &tonic::Status, logs: LogTail) -> Error {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown if lost_connection(status) => {
             Error::Daemon(format!(
-                "lost the connection to buildkitd at {addr}: {}",
-                status.message()
+                "lost the connection to buildkitd at {}: {}",
+                escape_str(addr),
+                one_line(status.message())
             ))
         }
+        // The daemon's text is printed as one line: a name in it (or a
+        // daemon that is not to be trusted) cannot start a line of its own.
         _ => Error::BuildFailed {
             message: match crate::session::explain_error(status.message()) {
-                Some(why) => format!("failed to solve: {}: {why}", status.message()),
-                None => format!("failed to solve: {}", status.message()),
+                Some(why) => format!("failed to solve: {}: {why}", one_line(status.message())),
+                None => format!("failed to solve: {}", one_line(status.message())),
             },
             step_logs: logs.text,
         },

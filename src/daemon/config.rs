@@ -84,14 +84,17 @@ pub fn with_insecure_registries(base: Option<&Path>, hosts: &[String]) -> Result
 pub fn with_registries(base: Option<&Path>, wanted: &Registries) -> Result<String, String> {
     let mut doc: toml::Table = match base {
         Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => text
-                .parse()
-                .map_err(|e| format!("cannot parse buildkitd config {}: {e}", path.display()))?,
+            Ok(text) => text.parse().map_err(|e| {
+                format!(
+                    "cannot parse buildkitd config {}: {e}",
+                    crate::text::escape_path(path)
+                )
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
             Err(e) => {
                 return Err(format!(
                     "cannot read buildkitd config {}: {e}",
-                    path.display()
+                    crate::text::escape_path(path)
                 ))
             }
         },

@@ -34,6 +34,10 @@ pub struct SpawnPlan {
     pub echo_log: bool,
     /// Where to keep the daemon log; default: in the per-run directory.
     pub log_file: Option<PathBuf>,
+    /// A rootless daemon gets a PID namespace of its own (rootlesskit
+    /// `--pidns`): only where a fresh /proc can be mounted, since runc
+    /// needs one that matches its namespace.
+    pub pid_namespace: bool,
     /// Registry settings for the daemon's buildkitd.toml (plain HTTP,
     /// mirrors, CAs).
     pub registries: config::Registries,
@@ -59,7 +63,11 @@ impl std::fmt::Display for StartFailure {
             write!(f, "\n{}", a.render())?;
         }
         if !self.log_path.as_os_str().is_empty() {
-            write!(f, "\nfull daemon log: {}", self.log_path.display())?;
+            write!(
+                f,
+                "\nfull daemon log: {}",
+                crate::text::escape_path(&self.log_path)
+            )?;
         }
         Ok(())
     }
@@ -73,7 +81,7 @@ pub struct RunningDaemon {
     /// Spawn to ready.
     pub ready_after: Duration,
     child: Child,
-    run_dir: Option<tempfile::TempDir>,
+    run_dir: Option<state::RunDir>,
     echo: Option<tokio::task::JoinHandle<()>>,
     stop_timeout: Duration,
 }
@@ -95,6 +103,12 @@ pub fn command_line(plan: &SpawnPlan, run_dir: &Path) -> Vec<String> {
         args.push(plan.rootlesskit.clone());
         args.push("--state-dir".into());
         args.push(run_dir.join(ROOTLESSKIT_STATE).display().to_string());
+        if plan.pid_namespace {
+            // The daemon and its steps in a PID namespace whose first
+            // process is rootlesskit's: whichever of bkd's processes is
+            // killed, the kernel takes the build down with it.
+            args.push("--pidns".into());
+        }
     }
     args.push(plan.buildkitd.clone());
     let flags = if plan.registries.is_empty() {
@@ -139,6 +153,39 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 /// Lines shown when the daemon fails.
 pub const LOG_TAIL_LINES: usize = 100;
 
+/// How long a state directory held by a daemon that is being stopped
+/// (its bkd is gone) is waited for before it counts as in use.
+const DYING_HOLDER_WAIT: Duration = Duration::from_secs(15);
+
+/// Waits until no other daemon holds `root`: at once when it is free,
+/// briefly when its holder is a daemon whose bkd died and that its guardian
+/// is stopping (or a holder that just went), else fails naming the holder.
+async fn wait_for_state_dir(root: &Path) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + DYING_HOLDER_WAIT;
+    let mut waited = false;
+    loop {
+        let Some((pid, cmdline)) = state::lock_holder(root) else {
+            if waited {
+                tracing::debug!(root = %root.display(), "the state dir's last holder is gone");
+            }
+            return Ok(());
+        };
+        let dying = pid == 0 || state::is_orphaned_bkd_daemon(pid);
+        if !dying || tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "state directory {} is in use by another buildkitd (pid {pid}: {})",
+                crate::text::escape_path(root),
+                crate::text::escape_str(&cmdline)
+            ));
+        }
+        if !waited {
+            tracing::debug!(pid, "state dir held by a daemon being stopped; waiting");
+            waited = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Starts buildkitd as planned and waits until it answers.
 pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
     let started = Instant::now();
@@ -148,32 +195,45 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
         log_tail: String::new(),
         advice: None,
     };
-    if let Some((pid, cmdline)) = state::lock_holder(&plan.root) {
-        return Err(StartFailure {
+    wait_for_state_dir(&plan.root)
+        .await
+        .map_err(|summary| StartFailure {
             advice: Some(advice::STATE_DIR_LOCKED),
-            ..early(format!(
-                "state directory {} is in use by another buildkitd (pid {pid}: {cmdline})",
-                plan.root.display()
-            ))
-        });
-    }
+            ..early(summary)
+        })?;
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
+    for dir in state::sweep_stale_run_dirs(uid) {
+        tracing::debug!(dir = %dir.display(), "removed the run dir an earlier bkd left");
+    }
     let run_dir = state::run_dir(uid).map_err(early)?;
-    let log_path = plan
-        .log_file
-        .clone()
-        .unwrap_or_else(|| run_dir.path().join("buildkitd.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| {
-            early(format!(
-                "cannot create the daemon log {}: {e}",
-                log_path.display()
-            ))
-        })?;
+    let dir = run_dir.dir.path().to_path_buf();
+    let (log, log_path) = match &plan.log_file {
+        Some(path) => (
+            crate::outfile::open_log(path).map_err(|e| {
+                early(format!(
+                    "cannot write the daemon log {}: {}",
+                    crate::text::escape_path(path),
+                    e
+                ))
+            })?,
+            path.clone(),
+        ),
+        None => {
+            let path = dir.join("buildkitd.log");
+            let file = std::fs::OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| {
+                    early(format!(
+                        "cannot create the daemon log {}: {e}",
+                        crate::text::escape_path(&path)
+                    ))
+                })?;
+            (file, path)
+        }
+    };
     let log_err = log
         .try_clone()
         .map_err(|e| early(format!("cannot share the daemon log: {e}")))?;
@@ -181,21 +241,33 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
         let base = config::flag_value(&plan.flags)
             .or_else(|| config::default_path(plan.mode.is_rootless()));
         let text = config::with_registries(base.as_deref(), &plan.registries).map_err(early)?;
-        let path = run_dir.path().join(CONFIG);
-        std::fs::write(&path, text)
-            .map_err(|e| early(format!("cannot write {}: {e}", path.display())))?;
+        let path = dir.join(CONFIG);
+        std::fs::write(&path, text).map_err(|e| {
+            early(format!(
+                "cannot write {}: {e}",
+                crate::text::escape_path(&path)
+            ))
+        })?;
     }
-    let notify_path = run_dir.path().join(NOTIFY_SOCKET);
-    let notify = tokio::net::UnixDatagram::bind(&notify_path)
-        .map_err(|e| early(format!("cannot create {}: {e}", notify_path.display())))?;
+    let notify_path = dir.join(NOTIFY_SOCKET);
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).map_err(|e| {
+        early(format!(
+            "cannot create {}: {e}",
+            crate::text::escape_path(&notify_path)
+        ))
+    })?;
 
-    let args = command_line(plan, run_dir.path());
+    let args = command_line(plan, &dir);
     tracing::debug!(mode = plan.mode.name(), command = %args.join(" "), "starting buildkitd");
-    let rootless_runtime = plan
-        .mode
-        .is_rootless()
-        .then(|| run_dir.path().to_path_buf());
-    let child = Child::spawn(&args, plan.stop_timeout, &plan.root, |cmd| {
+    let rootless_runtime = plan.mode.is_rootless().then(|| dir.clone());
+    let guard = process::GuardPlan {
+        grace: plan.stop_timeout,
+        state_dir: plan.root.clone(),
+        run_dir: dir.clone(),
+        lock_fd: -1,
+        isolate: plan.mode == Mode::Privileged,
+    };
+    let child = Child::spawn(&args, &guard, Some(&run_dir.lock), |cmd| {
         cmd.stdout(log)
             .stderr(log_err)
             .env("NOTIFY_SOCKET", &notify_path)
@@ -209,7 +281,7 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
     let echo = plan
         .echo_log
         .then(|| tokio::spawn(echo_log(log_path.clone())));
-    let address = Address::Unix(run_dir.path().join(SOCKET));
+    let address = Address::Unix(dir.join(SOCKET));
     let mut daemon = RunningDaemon {
         address,
         mode: plan.mode,
@@ -226,9 +298,8 @@ pub async fn start(plan: &SpawnPlan) -> Result<RunningDaemon, StartFailure> {
             Ok(daemon)
         }
         Err(summary) => {
-            let log_path = daemon.log_path.clone();
-            daemon.stop(true).await;
-            let log_tail = log_tail(&log_path, LOG_TAIL_LINES);
+            let log_tail = log_tail(&daemon.log_path, LOG_TAIL_LINES);
+            let log_path = daemon.stop(true).await;
             Err(StartFailure {
                 summary,
                 advice: advice::classify(&log_tail),
@@ -335,8 +406,9 @@ pub fn describe_exit(status: ExitStatus) -> String {
 /// A daemon log line as echoed on stderr: prefixed `buildkitd: `, unless
 /// buildkitd already put its name in front (its own fatal messages).
 fn daemon_log_line(line: &str) -> String {
+    let line = crate::text::one_line(line);
     if line.starts_with("buildkitd: ") {
-        line.to_string()
+        line
     } else {
         format!("buildkitd: {line}")
     }
@@ -381,9 +453,11 @@ impl RunningDaemon {
         self.child.pid
     }
 
-    /// Stops the daemon and everything it started. The per-run directory is
-    /// removed, except the log when `keep_log` (then its path stays valid).
-    pub async fn stop(&mut self, keep_log: bool) {
+    /// Stops the daemon and everything it started, and removes the per-run
+    /// directory. With `keep_log` (the daemon itself failed) its log is
+    /// kept beside the directory, as `bkd-XXXXXX.log`. Returns where the
+    /// log is now.
+    pub async fn stop(&mut self, keep_log: bool) -> PathBuf {
         tracing::debug!("stopping buildkitd");
         let status = self.child.stop(self.stop_timeout).await;
         tracing::debug!(
@@ -395,16 +469,20 @@ impl RunningDaemon {
             tokio::time::sleep(Duration::from_millis(150)).await;
             echo.abort();
         }
-        if let Some(dir) = self.run_dir.take() {
-            if keep_log && self.log_path.starts_with(dir.path()) {
-                let kept = dir.keep();
-                for name in [SOCKET, NOTIFY_SOCKET, TRACE_SOCKET] {
-                    let _ = std::fs::remove_file(kept.join(name));
+        if let Some(run_dir) = self.run_dir.take() {
+            let dir = run_dir.dir.path().to_path_buf();
+            if keep_log && self.log_path.starts_with(&dir) {
+                let kept = dir.with_extension("log");
+                match std::fs::rename(&self.log_path, &kept) {
+                    Ok(()) => self.log_path = kept,
+                    Err(e) => tracing::debug!(error = %e, "cannot keep the daemon log"),
                 }
-                let _ = std::fs::remove_dir_all(kept.join(ROOTLESSKIT_STATE));
-            } else if let Err(e) = dir.close() {
+            }
+            if let Err(e) = run_dir.dir.close() {
                 tracing::debug!(error = %e, "cannot remove the daemon's runtime dir");
             }
+            drop(run_dir.lock);
         }
+        self.log_path.clone()
     }
 }

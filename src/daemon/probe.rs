@@ -322,6 +322,23 @@ pub trait Host {
 
 impl Probes {
     pub fn gather(host: &dyn Host, buildkitd: &str, rootlesskit: &str) -> Probes {
+        Probes::gather_all(host, buildkitd, rootlesskit, true)
+    }
+
+    /// [`gather`](Self::gather) for starting a daemon now: as root the
+    /// mode does not depend on namespaces ([`decide`] reads them only for
+    /// a non-root user), so they are not probed, which keeps a run of the
+    /// sandbox probe off the path to the daemon's start.
+    pub fn gather_to_start(host: &dyn Host, buildkitd: &str, rootlesskit: &str) -> Probes {
+        Probes::gather_all(host, buildkitd, rootlesskit, false)
+    }
+
+    fn gather_all(
+        host: &dyn Host,
+        buildkitd: &str,
+        rootlesskit: &str,
+        namespaces_as_root: bool,
+    ) -> Probes {
         let uid = host.uid();
         let user = host.user();
         let rootless_possible = uid != 0;
@@ -340,7 +357,15 @@ impl Probes {
             (Ok((_, r)), Ok(_)) => Some(*r),
             _ => None,
         };
-        let ns = host.namespaces(ranges);
+        let ns = if rootless_possible || namespaces_as_root {
+            host.namespaces(ranges)
+        } else {
+            NamespaceProbe {
+                userns: skip(),
+                sandbox: skip(),
+                uidmap_works: None,
+            }
+        };
         Probes {
             uid,
             cap_sys_admin: host.cap_sys_admin(),
@@ -532,7 +557,15 @@ impl Host for RealHost {
             };
             let meta = match std::fs::metadata(&path) {
                 Ok(m) => m,
-                Err(e) => return (Err(format!("cannot read {}: {e}", path.display())), false),
+                Err(e) => {
+                    return (
+                        Err(format!(
+                            "cannot read {}: {e}",
+                            crate::text::escape_path(&path)
+                        )),
+                        false,
+                    )
+                }
             };
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let setuid = meta.permissions().mode() & 0o4000 != 0 && meta.uid() == 0;
@@ -562,8 +595,12 @@ impl Host for RealHost {
         for file in ["/etc/subuid", "/etc/subgid"] {
             let text =
                 std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-            let range = subid_range(&text, user, uid)
-                .ok_or_else(|| format!("no range for {user} (uid {uid}) in {file}"))?;
+            let range = subid_range(&text, user, uid).ok_or_else(|| {
+                format!(
+                    "no range for {} (uid {uid}) in {file}",
+                    crate::text::escape_str(user)
+                )
+            })?;
             ranges.push(format!("{file} {}:{}", range.0, range.1));
             found.push(range);
         }
@@ -582,7 +619,7 @@ impl Host for RealHost {
 
     fn binary(&self, name: &str) -> Probe {
         let path = which(name).ok_or_else(|| not_found(name))?;
-        Ok(path.display().to_string())
+        Ok(crate::text::escape_path(&path))
     }
 }
 
@@ -738,6 +775,7 @@ pub fn decode_file_caps(raw: &[u8]) -> Option<String> {
 
 /// Why `which(name)` found nothing.
 pub fn not_found(name: &str) -> String {
+    let name = crate::text::escape_str(name);
     if name.contains('/') {
         format!("{name} does not exist or is not executable")
     } else {
@@ -1059,6 +1097,80 @@ mod tests {
                 downgrade: None
             })
         );
+    }
+
+    /// A host whose namespace probe fails, counting how often it runs.
+    struct CountingHost {
+        uid: u32,
+        namespace_probes: std::cell::Cell<u32>,
+    }
+
+    impl Host for CountingHost {
+        fn uid(&self) -> u32 {
+            self.uid
+        }
+        fn user(&self) -> String {
+            "someone".into()
+        }
+        fn cap_sys_admin(&self) -> bool {
+            self.uid == 0
+        }
+        fn namespaces(&self, _: Option<SubIds>) -> NamespaceProbe {
+            self.namespace_probes.set(self.namespace_probes.get() + 1);
+            NamespaceProbe {
+                userns: Err("blocked".into()),
+                sandbox: Err("blocked".into()),
+                uidmap_works: None,
+            }
+        }
+        fn uidmap(&self) -> (Probe, bool) {
+            (Ok("ok".into()), false)
+        }
+        fn subids(&self, _: &str, _: u32) -> Result<(String, SubIds), String> {
+            Ok((
+                "ok".into(),
+                SubIds {
+                    uid: (100000, 65536),
+                    gid: (100000, 65536),
+                },
+            ))
+        }
+        fn binary(&self, name: &str) -> Probe {
+            Ok(format!("/usr/bin/{name}"))
+        }
+        fn pod_view(&self) -> PodView {
+            PodView::default()
+        }
+    }
+
+    #[test]
+    fn starting_as_root_skips_the_namespace_probe_and_decides_the_same() {
+        let host = |uid| CountingHost {
+            uid,
+            namespace_probes: std::cell::Cell::new(0),
+        };
+        let requests = [
+            ModeRequest::Auto,
+            ModeRequest::Privileged,
+            ModeRequest::Rootless,
+            ModeRequest::RootlessStrict,
+        ];
+        let (full_host, start_host) = (host(0), host(0));
+        let full = Probes::gather(&full_host, "buildkitd", "rootlesskit");
+        let start = Probes::gather_to_start(&start_host, "buildkitd", "rootlesskit");
+        assert_eq!(full_host.namespace_probes.get(), 1);
+        assert_eq!(start_host.namespace_probes.get(), 0);
+        for r in requests {
+            assert_eq!(decide(r, &start), decide(r, &full), "{r:?}");
+        }
+        // A non-root user's mode depends on namespaces: always probed.
+        let (full_host, start_host) = (host(1000), host(1000));
+        let full = Probes::gather(&full_host, "buildkitd", "rootlesskit");
+        let start = Probes::gather_to_start(&start_host, "buildkitd", "rootlesskit");
+        assert_eq!(start_host.namespace_probes.get(), 1);
+        for r in requests {
+            assert_eq!(decide(r, &start), decide(r, &full), "{r:?}");
+        }
     }
 
     #[test]

@@ -40,17 +40,48 @@ pub fn runtime_bases(uid: u32) -> Vec<PathBuf> {
     bases
 }
 
-/// Creates a private (0700) per-run directory under the first usable base.
-pub fn run_dir(uid: u32) -> Result<tempfile::TempDir, String> {
+/// The name of a per-run directory starts with this.
+pub const RUN_DIR_PREFIX: &str = "bkd-";
+/// The lock file inside a per-run directory: held (flock) for as long as
+/// bkd or the daemon's guardian lives, so an unlocked one is provably dead.
+pub const RUN_LOCK: &str = "bkd.lock";
+/// A run directory whose lock file is missing is left alone this long:
+/// the lock is made right after the directory, or the directory comes from
+/// a bkd that did not lock (then its socket says whether it still runs).
+const UNLOCKED_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A private per-run directory and the lock that marks it as in use.
+#[derive(Debug)]
+pub struct RunDir {
+    pub dir: tempfile::TempDir,
+    pub lock: std::fs::File,
+}
+
+/// Creates a private (0700) per-run directory under the first usable base
+/// (a base bkd creates is 0700 too), locked as in use.
+pub fn run_dir(uid: u32) -> Result<RunDir, String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let mut tried = Vec::new();
     for base in runtime_bases(uid) {
-        let made = std::fs::create_dir_all(&base)
-            .and_then(|()| tempfile::Builder::new().prefix("bkd-").tempdir_in(&base));
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&base)
+            .and_then(|()| {
+                tempfile::Builder::new()
+                    .prefix(RUN_DIR_PREFIX)
+                    .permissions(std::fs::Permissions::from_mode(0o700))
+                    .tempdir_in(&base)
+            })
+            .and_then(|dir| {
+                let lock = lock_file(&dir.path().join(RUN_LOCK), true)?;
+                Ok(RunDir { dir, lock })
+            });
         match made {
             Ok(dir) => return Ok(dir),
             Err(e) => {
                 tracing::debug!(base = %base.display(), error = %e, "runtime dir unusable");
-                tried.push(format!("{}: {e}", base.display()));
+                tried.push(format!("{}: {e}", crate::text::escape_path(&base)));
             }
         }
     }
@@ -58,6 +89,110 @@ pub fn run_dir(uid: u32) -> Result<tempfile::TempDir, String> {
         "cannot create a runtime directory for the daemon socket ({})",
         tried.join("; ")
     ))
+}
+
+/// Opens (or creates) `path` without following a link and takes an
+/// exclusive flock on it without waiting; `WouldBlock` when it is held.
+fn lock_file(path: &Path, create: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    // SAFETY: flock on a descriptor owned here.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// What a run directory holds; a directory holding anything else is not
+/// one, whatever its name.
+const RUN_DIR_ENTRIES: &[&str] = &[
+    RUN_LOCK,
+    "buildkitd.sock",
+    "notify.sock",
+    "otel-grpc.sock",
+    "buildkitd.log",
+    "buildkitd.toml",
+    "rootlesskit",
+    "runc",
+    "buildkit",
+];
+
+/// Removes the run directories that earlier bkd runs of this user left
+/// (killed with SIGKILL, their guardian too): only ones provably dead,
+/// whose lock nobody holds or, for one made before run directories were
+/// locked, whose socket nobody listens on. Returns the directories removed.
+pub fn sweep_stale_run_dirs(uid: u32) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for base in runtime_bases(uid) {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if is_run_dir_name(&entry.file_name()) && is_stale_run_dir(&path, uid) {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => removed.push(path),
+                    Err(e) => {
+                        tracing::debug!(dir = %path.display(), error = %e, "cannot remove a stale run dir")
+                    }
+                }
+            }
+        }
+    }
+    removed
+}
+
+/// `bkd-` and six letters or digits, as [`run_dir`] names them.
+fn is_run_dir_name(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_prefix(RUN_DIR_PREFIX))
+        .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+fn is_stale_run_dir(dir: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return false;
+    };
+    if !meta.is_dir() || meta.uid() != uid {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
+    let only_ours = names
+        .iter()
+        .all(|n| RUN_DIR_ENTRIES.iter().any(|r| n.as_os_str() == *r));
+    if !only_ours {
+        return false;
+    }
+    match lock_file(&dir.join(RUN_LOCK), false) {
+        // Nobody holds it: the bkd and guardian that did are gone. The
+        // flock taken here is released as the file closes.
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > UNLOCKED_GRACE);
+            let socket = dir.join("buildkitd.sock");
+            match std::os::unix::net::UnixStream::connect(&socket) {
+                Ok(_) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => true,
+                Err(_) => old,
+            }
+        }
+        Err(_) => false,
+    }
 }
 
 /// The process holding `root/buildkitd.lock`, if another one does: its pid
@@ -87,6 +222,49 @@ pub fn lock_holder(root: &Path) -> Option<(u32, String)> {
     Some((pid, cmdline))
 }
 
+/// Whether `pid` is a daemon started by a bkd guardian whose bkd is gone:
+/// the guardian is then stopping it, and the state directory it holds
+/// will be free within seconds.
+pub fn is_orphaned_bkd_daemon(pid: u32) -> bool {
+    let mut guardian = None;
+    let mut cur = pid;
+    for _ in 0..8 {
+        let Some(parent) = super::process::parent_of(cur as libc::pid_t) else {
+            break;
+        };
+        if is_guardian(parent) {
+            guardian = Some(parent);
+        } else if guardian.is_some() {
+            break;
+        }
+        if parent <= 1 {
+            break;
+        }
+        cur = parent;
+    }
+    let Some(guardian) = guardian else {
+        return false;
+    };
+    // The topmost guardian's parent is its bkd while bkd lives; after bkd
+    // dies it is init or some other reaper, which runs another program.
+    match super::process::parent_of(guardian as libc::pid_t) {
+        None | Some(0) | Some(1) => true,
+        Some(parent) => {
+            let exe = |p: u32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+            match (exe(parent), exe(guardian)) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
+            }
+        }
+    }
+}
+
+fn is_guardian(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| b.split(|c| *c == 0).nth(1) == Some(super::process::GUARD_ARG.as_bytes()))
+        .unwrap_or(false)
+}
+
 /// The pid of the process holding a lock on `inode` in /proc/locks text
 /// (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`).
 pub fn lock_owner(locks: &str, inode: u64) -> Option<u32> {
@@ -105,6 +283,46 @@ pub fn lock_owner(locks: &str, inode: u64) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_directories_that_are_run_directories_are_swept() {
+        use std::os::unix::fs::MetadataExt;
+        let base = tempfile::tempdir().expect("tempdir");
+        let uid = std::fs::metadata(base.path()).expect("meta").uid();
+        let make = |name: &str, files: &[&str]| {
+            let d = base.path().join(name);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            for f in files {
+                std::fs::write(d.join(f), "").expect("file");
+            }
+            d
+        };
+        let dead = make("bkd-AbC123", &[RUN_LOCK, "buildkitd.log"]);
+        let foreign = make("bkd-old123", &[RUN_LOCK, "Cargo.toml"]);
+        let named = make("bkd-ctx-AbC123", &[RUN_LOCK]);
+        let empty = make("bkd-Empty1", &[]);
+        assert!(is_run_dir_name(dead.file_name().expect("name")));
+        assert!(!is_run_dir_name(named.file_name().expect("name")));
+        assert!(!is_run_dir_name(std::ffi::OsStr::new("bkd-AbC123.log")));
+        assert!(is_stale_run_dir(&dead, uid));
+        assert!(
+            !is_stale_run_dir(&foreign, uid),
+            "holds what a run dir never does"
+        );
+        assert!(!is_stale_run_dir(&empty, uid), "empty and new: being made");
+        let past = std::time::SystemTime::now() - UNLOCKED_GRACE * 2;
+        std::fs::File::open(&empty)
+            .and_then(|d| d.set_modified(past))
+            .expect("mtime");
+        assert!(
+            is_stale_run_dir(&empty, uid),
+            "empty and old: left by an older bkd"
+        );
+        assert!(!is_stale_run_dir(&dead, uid + 1), "another user's");
+        let held = lock_file(&dead.join(RUN_LOCK), false).expect("lock");
+        assert!(!is_stale_run_dir(&dead, uid), "a held lock is a live run");
+        drop(held);
+    }
 
     #[test]
     fn lock_owner_matches_the_inode() {

@@ -342,11 +342,12 @@ impl<W: Write> PlainPrinter<W> {
                 .iter()
                 .map(
                     |d| match self.state.step_of(d).map(|j| self.printing[j].number) {
-                        Some(n) if n > 0 => format!("#{n} ({d})"),
-                        _ => d.clone(),
+                        Some(n) if n > 0 => format!("#{n} ({})", escape_controls(d)),
+                        _ => escape_controls(d),
                     },
                 )
                 .collect();
+            let digest = escape_controls(&digest);
             self.line(at, &format!("#{number} digest: {digest}"));
             if !inputs.is_empty() {
                 self.line(at, &format!("#{number} inputs: {}", inputs.join(", ")));

@@ -250,11 +250,27 @@ impl Step {
     }
 
     fn add_interval(&mut self, start: SystemTime, stop: Option<SystemTime>) {
-        self.intervals.insert(start, stop);
+        record_run(&mut self.intervals, start, stop);
         self.merged = merge_intervals(self.intervals.iter().map(|(s, e)| Interval {
             start: *s,
             stop: *e,
         }));
+    }
+}
+
+/// Records the run that began at `start`: a later stop extends it, but a
+/// snapshot without one (the daemon may send an older view of a vertex
+/// after the finished one) never reopens it, as in the reference's fold.
+fn record_run(
+    runs: &mut BTreeMap<SystemTime, Option<SystemTime>>,
+    start: SystemTime,
+    stop: Option<SystemTime>,
+) {
+    let known = runs.entry(start).or_insert(stop);
+    if let Some(stop) = stop {
+        if known.is_none_or(|k| k < stop) {
+            *known = Some(stop);
+        }
     }
 }
 
@@ -354,7 +370,13 @@ impl BuildState {
                         i
                     }
                 };
-                if let Some(m) = self.steps[i].members.as_mut() {
+                let group = &mut self.steps[i];
+                // Each snapshot's run counts, not only a member's latest:
+                // one message can finish a run and start the next.
+                if let Some(start) = v.started {
+                    record_run(&mut group.intervals, start, v.completed);
+                }
+                if let Some(m) = group.members.as_mut() {
                     m.insert(v.digest.clone(), v.clone());
                 }
                 self.by_digest.insert(v.digest.clone(), i);
@@ -469,7 +491,7 @@ impl BuildState {
         let mut error = String::new();
         for m in members.values() {
             if let Some(start) = m.started {
-                step.intervals.insert(start, m.completed);
+                record_run(&mut step.intervals, start, m.completed);
                 if !m.progress_group.as_ref().is_some_and(|g| g.weak) {
                     step.hidden = false;
                 }
@@ -691,6 +713,40 @@ mod tests {
         let c = s.update(&msg(vec![member("m", false, at(20), at(50))]));
         assert_eq!(c.finished, vec![g]);
         assert_eq!(s.progress(), (1, 1));
+    }
+
+    #[test]
+    fn a_stale_snapshot_does_not_reopen_a_finished_run() {
+        let mut s = BuildState::default();
+        s.update(&msg(vec![vertex("a", at(10), at(20))]));
+        let c = s.update(&msg(vec![vertex("a", at(10), None)]));
+        let i = s.step_of("a").expect("step");
+        assert!(s.step(i).is_done(), "{c:?}");
+        assert_eq!(s.step(i).last_interval().and_then(|r| r.stop), at(20));
+        s.update(&msg(vec![vertex("a", at(10), at(30))]));
+        assert_eq!(s.step(i).last_interval().and_then(|r| r.stop), at(30));
+    }
+
+    /// A member that finishes a run and starts another in one message
+    /// (a COPY --link merge during the export) leaves its group finished
+    /// once the second run ends.
+    #[test]
+    fn a_group_member_run_finished_and_restarted_in_one_message_counts() {
+        let member = |started, completed| Vertex {
+            progress_group: Some(ProgressGroup {
+                id: "g".into(),
+                name: "group".into(),
+                weak: false,
+            }),
+            ..vertex("m", started, completed)
+        };
+        let mut s = BuildState::default();
+        s.update(&msg(vec![member(at(10), None)]));
+        s.update(&msg(vec![member(at(10), at(20)), member(at(21), None)]));
+        let g = s.step_of("m").expect("group");
+        assert!(s.step(g).is_running());
+        s.update(&msg(vec![member(at(21), at(30))]));
+        assert!(s.step(g).is_done(), "{:?}", s.step(g).intervals());
     }
 
     #[test]

@@ -1,6 +1,12 @@
-//! Auth: answers the daemon's requests for registry credentials from the
-//! Docker client configuration (`$DOCKER_CONFIG/config.json`, default
+//! Auth: registry access for the daemon from the Docker client
+//! configuration (`$DOCKER_CONFIG/config.json`, default
 //! `~/.docker/config.json`): `auths` entries, `credHelpers` and `credsStore`.
+//!
+//! As buildctl does, bkd fetches registry tokens itself: the daemon asks
+//! for a token authority (a key bkd derives per registry), then for tokens
+//! (`FetchToken`), and bkd sends the password to the registry's token
+//! server, never to the daemon. Only a registry that wants basic auth gets
+//! the password through the daemon (`Credentials`), as with buildctl.
 //! Credentials never reach a log line: [`Credentials`] redacts itself.
 
 use std::collections::HashMap;
@@ -12,6 +18,7 @@ use base64::Engine;
 use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
+use super::token;
 use crate::proto::moby::filesync::v1::auth_server::{Auth, AuthServer};
 use crate::proto::moby::filesync::v1::{
     CredentialsRequest, CredentialsResponse, FetchTokenRequest, FetchTokenResponse,
@@ -77,7 +84,10 @@ impl std::fmt::Debug for DockerConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read Docker config {path}: {reason}")]
+#[error(
+    "cannot read Docker config {}: {reason}",
+    crate::text::escape_path(path)
+)]
 pub struct ConfigError {
     pub path: PathBuf,
     pub reason: String,
@@ -244,29 +254,150 @@ fn run_helper(name: &str, server: &str) -> Result<Credentials, String> {
     })
 }
 
-#[derive(Debug)]
+/// Progress lines the auth service adds to the build's display, as
+/// buildctl's `[auth] ...` steps.
+pub type AuthProgress = tokio::sync::mpsc::UnboundedSender<crate::progress::Update>;
+
 pub struct AuthService {
     config: std::sync::Arc<DockerConfig>,
+    progress: Option<AuthProgress>,
+    /// Per registry, a random seed of this run: the token authority's key
+    /// is derived from it, so no other client of a shared daemon can use
+    /// the tokens bkd fetched.
+    seeds: std::sync::Mutex<HashMap<String, [u8; 16]>>,
+    /// Registries whose credentials were shared (said once per registry).
+    shared: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-pub fn server(config: std::sync::Arc<DockerConfig>) -> AuthServer<AuthService> {
-    AuthServer::new(AuthService { config })
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn server(
+    config: std::sync::Arc<DockerConfig>,
+    progress: Option<AuthProgress>,
+) -> AuthServer<AuthService> {
+    AuthServer::new(AuthService::new(config, progress))
+}
+
+impl AuthService {
+    pub fn new(config: std::sync::Arc<DockerConfig>, progress: Option<AuthProgress>) -> Self {
+        AuthService {
+            config,
+            progress,
+            seeds: Default::default(),
+            shared: Default::default(),
+        }
+    }
+
+    async fn lookup(&self, host: &str) -> Result<Credentials, Status> {
+        let config = self.config.clone();
+        let host = host.to_string();
+        tokio::task::spawn_blocking(move || config.credentials(&host))
+            .await
+            .map_err(|_| Status::internal("credential lookup failed"))?
+            .map_err(|e| Status::unavailable(crate::text::one_line(&e)))
+    }
+
+    /// A step of its own in the build's progress, as buildctl shows one.
+    fn announce(&self, name: String, started: std::time::SystemTime, error: Option<&str>) {
+        let Some(progress) = &self.progress else {
+            return;
+        };
+        use ring::digest::{digest, SHA256};
+        let id = super::random_id();
+        let hex: String = digest(&SHA256, id.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let vertex = crate::progress::events::Vertex {
+            digest: format!("sha256:{hex}"),
+            name,
+            started: Some(started),
+            completed: Some(std::time::SystemTime::now()),
+            error: error.map(str::to_string).unwrap_or_default(),
+            ..Default::default()
+        };
+        let _ = progress.send(crate::progress::Update {
+            vertexes: vec![vertex],
+            ..Default::default()
+        });
+    }
+
+    /// The token authority's key for `host` and the daemon's `salt`: an
+    /// ed25519 key from HMAC-SHA256(salt, seed), the seed left out for a
+    /// registry without credentials (so anonymous tokens stay shareable),
+    /// as buildctl derives it.
+    fn authority_key(
+        &self,
+        host: &str,
+        salt: &[u8],
+        has_secret: bool,
+    ) -> Result<ring::signature::Ed25519KeyPair, Status> {
+        if std::env::var("BUILDKIT_NO_CLIENT_TOKEN")
+            .is_ok_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+        {
+            return Err(Status::unavailable("client side tokens disabled"));
+        }
+        if token::proxy_configured() {
+            // bkd's token client has no proxy support; the daemon's has.
+            return Err(Status::unavailable(
+                "client side tokens unavailable behind a proxy",
+            ));
+        }
+        let seed = {
+            let mut seeds = self
+                .seeds
+                .lock()
+                .map_err(|_| Status::internal("token seeds poisoned"))?;
+            *seeds.entry(host.to_string()).or_insert_with(|| {
+                use rand::Rng;
+                rand::rng().random()
+            })
+        };
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, salt);
+        let mut ctx = ring::hmac::Context::with_key(&key);
+        if has_secret {
+            ctx.update(&seed);
+        }
+        let sum = ctx.sign();
+        ring::signature::Ed25519KeyPair::from_seed_unchecked(&sum.as_ref()[..32])
+            .map_err(|_| Status::internal("cannot derive the token authority key"))
+    }
 }
 
 #[tonic::async_trait]
 impl Auth for AuthService {
+    /// The raw credentials: only for a registry that wants basic auth
+    /// (token registries get tokens through [`Auth::fetch_token`]).
     async fn credentials(
         &self,
         req: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
         let host = req.into_inner().host;
-        let config = self.config.clone();
-        let host2 = host.clone();
-        let creds = tokio::task::spawn_blocking(move || config.credentials(&host2))
-            .await
-            .map_err(|_| Status::internal("credential lookup failed"))?
-            .map_err(Status::unavailable)?;
-        tracing::debug!(%host, anonymous = creds.username.is_empty() && creds.secret.is_empty(), "registry credentials requested");
+        let started = std::time::SystemTime::now();
+        let creds = self.lookup(&host).await?;
+        let shown = crate::text::escape_str(&host);
+        tracing::debug!(host = %shown, anonymous = creds.username.is_empty() && creds.secret.is_empty(), "registry credentials requested");
+        if !creds.secret.is_empty() {
+            let first = self
+                .shared
+                .lock()
+                .map(|mut s| s.insert(host.clone()))
+                .unwrap_or(false);
+            if first {
+                self.announce(
+                    format!("[auth] sharing credentials for {shown}"),
+                    started,
+                    None,
+                );
+            }
+        }
         Ok(Response::new(CredentialsResponse {
             username: creds.username,
             secret: creds.secret,
@@ -275,29 +406,68 @@ impl Auth for AuthService {
 
     async fn fetch_token(
         &self,
-        _req: Request<FetchTokenRequest>,
+        req: Request<FetchTokenRequest>,
     ) -> Result<Response<FetchTokenResponse>, Status> {
-        Err(Status::unimplemented(
-            "bkd lets the daemon fetch tokens itself",
-        ))
+        let req = req.into_inner();
+        let started = std::time::SystemTime::now();
+        let creds = self.lookup(&req.host).await?;
+        let request = token::TokenRequest {
+            realm: &req.realm,
+            service: &req.service,
+            scopes: &req.scopes,
+            username: &creds.username,
+            secret: &creds.secret,
+        };
+        let fetched = token::fetch(&request).await;
+        if !creds.secret.is_empty() {
+            let scopes: Vec<String> = req
+                .scopes
+                .iter()
+                .map(|s| crate::text::escape_str(s.strip_prefix("repository:").unwrap_or(s)))
+                .collect();
+            let name = format!(
+                "[auth] {} token for {}",
+                scopes.join(" "),
+                crate::text::escape_str(&req.host)
+            );
+            self.announce(name, started, fetched.as_ref().err().map(String::as_str));
+        }
+        let fetched = fetched.map_err(Status::unknown)?;
+        tracing::debug!(host = %crate::text::escape_str(&req.host), "registry token fetched for the daemon");
+        Ok(Response::new(FetchTokenResponse {
+            token: fetched.token,
+            expires_in: fetched.expires_in,
+            issued_at: fetched.issued_at,
+        }))
     }
 
     async fn get_token_authority(
         &self,
-        _req: Request<GetTokenAuthorityRequest>,
+        req: Request<GetTokenAuthorityRequest>,
     ) -> Result<Response<GetTokenAuthorityResponse>, Status> {
-        Err(Status::unimplemented(
-            "bkd lets the daemon fetch tokens itself",
-        ))
+        use ring::signature::KeyPair;
+        let req = req.into_inner();
+        let creds = self.lookup(&req.host).await?;
+        let key = self.authority_key(&req.host, &req.salt, !creds.secret.is_empty())?;
+        Ok(Response::new(GetTokenAuthorityResponse {
+            public_key: key.public_key().as_ref().to_vec().into(),
+        }))
     }
 
+    /// Proves bkd holds the authority's key: the payload signed (the
+    /// signature, then the payload, as NaCl's sign does).
     async fn verify_token_authority(
         &self,
-        _req: Request<VerifyTokenAuthorityRequest>,
+        req: Request<VerifyTokenAuthorityRequest>,
     ) -> Result<Response<VerifyTokenAuthorityResponse>, Status> {
-        Err(Status::unimplemented(
-            "bkd lets the daemon fetch tokens itself",
-        ))
+        let req = req.into_inner();
+        let creds = self.lookup(&req.host).await?;
+        let key = self.authority_key(&req.host, &req.salt, !creds.secret.is_empty())?;
+        let mut signed = key.sign(&req.payload).as_ref().to_vec();
+        signed.extend_from_slice(&req.payload);
+        Ok(Response::new(VerifyTokenAuthorityResponse {
+            signed: signed.into(),
+        }))
     }
 }
 

@@ -135,7 +135,11 @@ fn parse_digest(s: &str) -> Result<Digest, Status> {
 }
 
 fn io_status(what: &str, path: &Path, e: &std::io::Error) -> Status {
-    let message = format!("{what} {}: {}", path.display(), io_reason(e));
+    let message = format!(
+        "{what} {}: {}",
+        crate::text::escape_path(path),
+        io_reason(e)
+    );
     match e.kind() {
         std::io::ErrorKind::NotFound => Status::not_found(message),
         _ => Status::internal(message),

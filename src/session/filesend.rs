@@ -4,14 +4,13 @@
 //! service decodes messages by hand, choosing by exporter.
 //!
 //! Nothing reaches its destination until the build has succeeded: files are
-//! written to a temporary sibling and renamed by [`StagedOutputs::commit`];
-//! directories are received into a staging area beside theirs (see
-//! [`crate::fsync::stage`]).
+//! staged (see [`crate::outfile`]) and put in place by
+//! [`StagedOutputs::commit`]; directories are received into a staging area
+//! beside theirs (see [`crate::fsync::stage`]).
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -26,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::fsync::receive::{ReceiveError, Receiver, Step};
 pub use crate::fsync::stage::parent_dir;
 use crate::fsync::stage::StagedDir;
+use crate::outfile::{FileDest, Staging};
 use crate::proto::fsutil::types::Packet;
 use crate::proto::moby::filesync::v1::BytesMessage;
 
@@ -36,7 +36,7 @@ pub const DIFF_COPY_PATH: &str = "/moby.filesync.v1.FileSend/DiffCopy";
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputTarget {
     /// A single file (`tar`, `oci`, `docker`).
-    File(PathBuf),
+    File(FileDest),
     /// Standard output (`dest=-`).
     Stdout,
     /// A directory (`local`).
@@ -46,14 +46,8 @@ pub enum OutputTarget {
 /// Received output waiting for the build to succeed.
 #[derive(Debug)]
 enum Staged {
-    File {
-        temp: tempfile::TempPath,
-        dest: PathBuf,
-    },
-    Dir {
-        staged: StagedDir,
-        dest: PathBuf,
-    },
+    File { temp: Staging, dest: FileDest },
+    Dir { staged: StagedDir, dest: PathBuf },
 }
 
 /// Outputs written so far, committed or dropped as a whole.
@@ -66,7 +60,7 @@ pub struct StagedOutputs {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write output {dest}: {source}")]
+#[error("cannot write output {}: {source}", crate::text::escape_path(dest))]
 pub struct CommitError {
     pub dest: PathBuf,
     #[source]
@@ -91,7 +85,8 @@ impl StagedOutputs {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
-    /// Moves every staged output to its destination.
+    /// Moves every staged output to its destination. Blocking (writing
+    /// into a FIFO goes at its reader's pace): call it off the async threads.
     pub fn commit(&self) -> Result<Vec<PathBuf>, CommitError> {
         let staged = match self.inner.lock() {
             Ok(mut v) => std::mem::take(&mut *v),
@@ -101,11 +96,11 @@ impl StagedOutputs {
         for s in staged {
             match s {
                 Staged::File { temp, dest } => {
-                    place_file(temp, &dest).map_err(|source| CommitError {
-                        dest: dest.clone(),
+                    dest.finish(temp).map_err(|source| CommitError {
+                        dest: dest.path.clone(),
                         source,
                     })?;
-                    done.push(dest);
+                    done.push(dest.path);
                 }
                 Staged::Dir { staged, dest } => {
                     staged.commit().map_err(|e| CommitError {
@@ -117,25 +112,6 @@ impl StagedOutputs {
             }
         }
         Ok(done)
-    }
-}
-
-/// Puts a received file at `dest`: renamed over a regular file or a free
-/// name (atomic), but written through a symlink, a device such as
-/// /dev/null, or a fifo, which a rename would replace.
-fn place_file(temp: tempfile::TempPath, dest: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(dest) {
-        Ok(m) if !m.is_file() && !m.is_dir() => {
-            let mut from = std::fs::File::open(&temp)?;
-            let mut to = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(dest)?;
-            std::io::copy(&mut from, &mut to)?;
-            temp.close()
-        }
-        _ => temp.persist(dest).map_err(|e| e.error),
     }
 }
 
@@ -271,24 +247,16 @@ fn write_reason(e: &std::io::Error) -> String {
 /// Bytes gathered before a hand-off to the file writer.
 const WRITE_BATCH: usize = 1 << 20;
 
-async fn receive_file(
-    dest: &Path,
-    inbound: &mut Streaming<Bytes>,
-) -> Result<tempfile::TempPath, Failure> {
-    let parent = parent_dir(dest);
+async fn receive_file(dest: &FileDest, inbound: &mut Streaming<Bytes>) -> Result<Staging, Failure> {
     let fail = |e: std::io::Error| {
         Failure::Write(format!(
             "cannot write output {}: {}",
-            dest.display(),
+            crate::text::escape_path(&dest.path),
             write_reason(&e)
         ))
     };
-    let temp = tempfile::Builder::new()
-        .prefix(".bkd-output-")
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(&parent)
-        .map_err(fail)?;
-    let (file, path) = temp.into_parts();
+    let mut staging = dest.staging().map_err(fail)?;
+    let file = staging.file().try_clone().map_err(fail)?;
     // One writer thread takes batches of about WRITE_BATCH bytes: a
     // thread hand-off per message (tokio::fs) costs more than the writes.
     let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(4);
@@ -330,7 +298,7 @@ async fn receive_file(
         .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
     written.map_err(fail)?;
     received?;
-    Ok(path)
+    Ok(staging)
 }
 
 /// Runs the receiving side of a `local` export until both FINs are exchanged.

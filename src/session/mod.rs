@@ -10,6 +10,7 @@ pub mod filesync;
 pub mod health;
 pub mod secrets;
 pub mod ssh;
+pub mod token;
 pub mod tunnel;
 
 use std::collections::HashMap;
@@ -38,7 +39,9 @@ pub struct SessionSpec {
     /// Client-side outputs by exporter index.
     pub outputs: HashMap<u32, OutputTarget>,
     pub docker_config: Arc<auth::DockerConfig>,
-    pub secrets: HashMap<String, secrets::SecretValue>,
+    /// Where the auth service reports its `[auth]` steps.
+    pub auth_progress: Option<auth::AuthProgress>,
+    pub secrets: HashMap<String, secrets::SecretSource>,
     pub ssh: ssh::AgentSockets,
     /// OCI layout directories the daemon reads and writes blobs in.
     pub content_stores: content::ContentStores,
@@ -82,6 +85,7 @@ pub struct Session {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), SessionError>>,
     staged: StagedOutputs,
+    secrets: secrets::SecretsService,
     tunnel: Arc<tunnel::TunnelStats>,
     opened: std::time::Instant,
 }
@@ -111,10 +115,11 @@ impl Session {
         }
 
         let staged = StagedOutputs::default();
+        let secrets = secrets::SecretsService::new(spec.secrets);
         let routes = Routes::new(health::server())
             .add_service(filesync::server(spec.dirs))
-            .add_service(auth::server(spec.docker_config))
-            .add_service(secrets::server(spec.secrets))
+            .add_service(auth::server(spec.docker_config, spec.auth_progress))
+            .add_service(secrets.server())
             .add_service(ssh::server(spec.ssh))
             .add_service(content::server(spec.content_stores))
             .add_service(FileSendServer::new(FileSendService::new(
@@ -126,7 +131,7 @@ impl Session {
         let inbound = client
             .session(request)
             .await
-            .map_err(|s| SessionError::Open(s.message().to_string()))?
+            .map_err(|s| SessionError::Open(crate::text::one_line(s.message())))?
             .into_inner();
         let io = tunnel::TunnelIo::new(inbound, outbound);
         let tunnel = io.stats();
@@ -136,6 +141,7 @@ impl Session {
             shutdown: Some(shutdown_tx),
             task,
             staged,
+            secrets,
             tunnel,
             opened: std::time::Instant::now(),
         })
@@ -144,6 +150,11 @@ impl Session {
     /// Outputs received through this session, waiting to be committed.
     pub fn staged_outputs(&self) -> StagedOutputs {
         self.staged.clone()
+    }
+
+    /// The build's secrets, and the first that could not be read.
+    pub fn secrets(&self) -> secrets::SecretsService {
+        self.secrets.clone()
     }
 
     /// Ends the session and closes the stream.

@@ -104,7 +104,7 @@ impl Ssh for SshService {
         let agent = UnixStream::connect(socket).await.map_err(|e| {
             Status::unavailable(format!(
                 "ssh {id}: cannot connect to the agent at {}: {}",
-                socket.display(),
+                crate::text::escape_path(socket),
                 io_reason(&e)
             ))
         })?;

@@ -211,7 +211,10 @@ where
                     self.inbound_done = true;
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::ConnectionAborted,
-                        format!("session stream ended: {}", status.message()),
+                        format!(
+                            "session stream ended: {}",
+                            crate::text::one_line(status.message())
+                        ),
                     )));
                 }
                 Poll::Ready(None) => {

@@ -8,6 +8,7 @@
 
 pub mod fleet;
 pub mod spawn;
+pub mod token_registry;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -55,11 +56,18 @@ fn need(bin: &str) {
     assert!(found, "{bin} not found on PATH: run scripts/setup.sh first (the integration tests need the real test bed)");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+/// `N` distinct free ports on 127.0.0.1: the listeners are held until all
+/// are chosen, so two calls in a row cannot be handed the same port.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1"))
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .map(|a| a.port())
+            .expect("a bound port")
+    })
 }
 
 extern "C" fn stop_all() {
@@ -70,7 +78,27 @@ extern "C" fn stop_all() {
         }
     }
     if let Some(dir) = BED_DIR.get() {
+        unmount_below(dir);
+        delete_runc_entries_below(dir);
         let _ = std::fs::remove_dir_all(dir);
+    }
+    remove_empty_ssh_socket_dirs();
+}
+
+/// buildkitd leaves an empty `.buildkit-ssh-sock*` directory in the temp
+/// dir for every `RUN --mount=type=ssh` (it removes only the socket); the
+/// test bed's daemon is gone now, so the empty ones go.
+fn remove_empty_ssh_socket_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(".buildkit-ssh-sock")
+        {
+            let _ = std::fs::remove_dir(e.path());
+        }
     }
 }
 
@@ -114,17 +142,24 @@ fn start() -> TestBed {
         libc::atexit(stop_all);
     }
 
-    let registry = start_registry(&dir, "registry", None, &REGISTRY_PID);
+    let [registry_port, auth_port, tls_port] = free_ports::<3>();
+    let registry = start_registry(&dir, "registry", registry_port, None, &REGISTRY_PID);
     let htpasswd = dir.join("htpasswd");
     let hash = Command::new("htpasswd")
         .args(["-Bbn", AUTH_USER, AUTH_PASSWORD])
         .output()
         .expect("htpasswd (package apache2-utils): run scripts/setup.sh");
     std::fs::write(&htpasswd, &hash.stdout).expect("htpasswd file");
-    let auth_registry = start_registry(&dir, "auth-registry", Some(&htpasswd), &AUTH_REGISTRY_PID);
+    let auth_registry = start_registry(
+        &dir,
+        "auth-registry",
+        auth_port,
+        Some(&htpasswd),
+        &AUTH_REGISTRY_PID,
+    );
     let tls_dir = dir.join("tls");
     make_certs(&tls_dir);
-    let tls_addr = format!("tcp://127.0.0.1:{}", free_port());
+    let tls_addr = format!("tcp://127.0.0.1:{tls_port}");
     let socket = dir.join("buildkitd.sock");
     let addr = format!("unix://{}", socket.display());
     let config = dir.join("buildkitd.toml");
@@ -174,8 +209,14 @@ fn start() -> TestBed {
 /// Starts a registry on a free port, optionally behind basic auth. Reaped
 /// by `stop_all` at process exit, by pid.
 #[allow(clippy::zombie_processes)]
-fn start_registry(dir: &Path, name: &str, htpasswd: Option<&Path>, pid: &AtomicI32) -> String {
-    let addr = format!("127.0.0.1:{}", free_port());
+fn start_registry(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    htpasswd: Option<&Path>,
+    pid: &AtomicI32,
+) -> String {
+    let addr = format!("127.0.0.1:{port}");
     let child = spawn_registry(dir, name, &addr, htpasswd);
     pid.store(child.id() as i32, Ordering::SeqCst);
     addr
@@ -315,11 +356,13 @@ impl TestBed {
             {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "test bed did not become ready in 60s\n--- buildkitd log ---\n{}",
-                self.daemon_log_tail()
-            );
+            if Instant::now() >= deadline {
+                let log = self.daemon_log_tail();
+                // Another test may start a bed of its own after this panic:
+                // this one's processes go now, not with the process.
+                stop_all();
+                panic!("test bed did not become ready in 60s\n--- buildkitd log ---\n{log}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -568,15 +611,24 @@ pub struct PrivateDaemon {
 
 impl PrivateDaemon {
     pub fn start() -> PrivateDaemon {
+        PrivateDaemon::start_with_config("")
+    }
+
+    /// A private daemon with this `buildkitd.toml` text.
+    pub fn start_with_config(config: &str) -> PrivateDaemon {
         let dir = tempfile::Builder::new()
             .prefix("bkd-private-daemon-")
             .tempdir()
             .expect("temp dir");
         let addr = format!("unix://{}", dir.path().join("buildkitd.sock").display());
         let log = std::fs::File::create(dir.path().join("buildkitd.log")).expect("log");
+        let config_path = dir.path().join("buildkitd.toml");
+        std::fs::write(&config_path, config).expect("buildkitd.toml");
         let child = Command::new("buildkitd")
             .arg("--root")
             .arg(dir.path().join("root"))
+            .arg("--config")
+            .arg(&config_path)
             .args(["--addr", &addr])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -618,6 +670,29 @@ impl Drop for PrivateDaemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         unmount_below(self.dir.path());
+        delete_runc_entries_below(self.dir.path());
+    }
+}
+
+/// Deletes root's runc containers whose files lie below `dir` (a killed
+/// daemon leaves its steps' entries behind) once their processes are gone.
+pub fn delete_runc_entries_below(dir: &Path) {
+    let needle = format!("{}/", dir.display());
+    let Ok(entries) = std::fs::read_dir("/run/runc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let mentions =
+            std::fs::read_to_string(e.path().join("state.json")).is_ok_and(|s| s.contains(&needle));
+        if mentions {
+            let _ = Command::new("runc")
+                .arg("delete")
+                .arg("--force")
+                .arg(e.file_name())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -27,8 +27,15 @@ pub enum As {
 
 static BINARY_DIR: OnceLock<PathBuf> = OnceLock::new();
 
+extern "C" fn remove_binary_copy() {
+    if let Some(dir) = BINARY_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A copy of the bkd binary that the test user can execute, whatever the
-/// permissions of the checkout it was built in.
+/// permissions of the checkout it was built in; removed when the test
+/// process exits.
 pub fn bkd_binary() -> PathBuf {
     BINARY_DIR
         .get_or_init(|| {
@@ -37,6 +44,8 @@ pub fn bkd_binary() -> PathBuf {
                 .tempdir()
                 .expect("temp dir")
                 .keep();
+            // SAFETY: registering a plain extern "C" function.
+            unsafe { libc::atexit(remove_binary_copy) };
             let bin = dir.join("bkd");
             std::fs::copy(env!("CARGO_BIN_EXE_bkd"), &bin).expect("copy bkd");
             set_mode(&dir, 0o755);
@@ -183,7 +192,18 @@ pub fn bkd_as(who: As, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
 
 /// Starts bkd in the background with its output captured in files.
 pub fn start_bkd(who: As, args: &[&str], cwd: &Path, out_dir: &Path) -> Child {
-    let mut cmd = command(who, args, cwd, &[]);
+    start_bkd_env(who, args, cwd, out_dir, &[])
+}
+
+/// [`start_bkd`] with extra environment.
+pub fn start_bkd_env(
+    who: As,
+    args: &[&str],
+    cwd: &Path,
+    out_dir: &Path,
+    env: &[(&str, &str)],
+) -> Child {
+    let mut cmd = command(who, args, cwd, env);
     let stdout = std::fs::File::create(out_dir.join("stdout")).expect("stdout file");
     let stderr = std::fs::File::create(out_dir.join("stderr")).expect("stderr file");
     cmd.stdout(stdout).stderr(stderr);
@@ -236,4 +256,17 @@ pub fn bkd_pid(root_marker: &str) -> Option<i32> {
             cmd.starts_with(&bin) && !cmd.contains("__bkd-guard")
         })
         .find_map(|p| p.split(':').next()?.parse().ok())
+}
+
+/// Removes the daemon log bkd said it kept (`bkd: buildkitd log kept at
+/// PATH` or `full daemon log: PATH`), so the suite leaves nothing behind.
+pub fn remove_kept_log(stderr: &str) {
+    for line in stderr.lines() {
+        let path = line
+            .strip_prefix("bkd: buildkitd log kept at ")
+            .or_else(|| line.strip_prefix("full daemon log: "));
+        if let Some(path) = path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }

@@ -119,6 +119,11 @@ pub fn parse(stderr: &str, nonce: &str) -> Output {
             out.error = Some(e.to_string());
             continue;
         }
+        if line.starts_with("warning: ") {
+            // bkd's one notice before the build (no output given), which
+            // buildctl does not give: not part of the progress.
+            continue;
+        }
         let Some(c) = line_re.captures(line) else {
             at_block_start = false;
             continue;
