@@ -111,18 +111,7 @@ struct LateDaemon {
 
 impl Drop for LateDaemon {
     fn drop(&mut self) {
-        // SAFETY: signalling the child this value owns.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !matches!(self.child.try_wait(), Ok(Some(_))) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        unmount_below(self.dir.path());
+        stop_daemon(&mut self.child, self.dir.path());
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{context, nonce, unmount_below, write, BUSYBOX_STAGE};
+use common::{context, nonce, stop_daemon, write, BUSYBOX_STAGE};
 
 /// A buildkitd with no step log limits, stopped when dropped.
 struct UnlimitedDaemon {
@@ -58,18 +58,7 @@ impl UnlimitedDaemon {
 
 impl Drop for UnlimitedDaemon {
     fn drop(&mut self) {
-        // SAFETY: signalling the child this value owns.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !matches!(self.child.try_wait(), Ok(Some(_))) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        unmount_below(self.dir.path());
+        stop_daemon(&mut self.child, self.dir.path());
     }
 }
 

@@ -658,20 +658,27 @@ impl PrivateDaemon {
 
 impl Drop for PrivateDaemon {
     fn drop(&mut self) {
-        // SAFETY: signalling the child this value owns.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !matches!(self.child.try_wait(), Ok(Some(_))) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        unmount_below(self.dir.path());
-        delete_runc_entries_below(self.dir.path());
+        stop_daemon(&mut self.child, self.dir.path());
     }
+}
+
+/// Stops a buildkitd a test started with its state below `dir`: SIGTERM,
+/// SIGKILL after 10 s, then the mounts and runc entries a killed daemon
+/// leaves there.
+pub fn stop_daemon(child: &mut std::process::Child, dir: &Path) {
+    // SAFETY: signalling a child the caller owns.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unmount_below(dir);
+    delete_runc_entries_below(dir);
 }
 
 /// Deletes root's runc containers whose files lie below `dir` (a killed
