@@ -138,6 +138,8 @@ fn addr_with_daemon_timeout_waits_for_a_sidecar_daemon_that_starts_later() {
         .arg("--root")
         .arg(dir.path().join("root"))
         .args(["--addr", &addr])
+        .arg("--otel-socket-path")
+        .arg(dir.path().join("otel.sock"))
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()

@@ -31,6 +31,8 @@ impl UnlimitedDaemon {
         let child = Command::new("buildkitd")
             .arg("--root")
             .arg(dir.path().join("root"))
+            .arg("--otel-socket-path")
+            .arg(dir.path().join("otel.sock"))
             .args(["--addr", &addr])
             .env("BUILDKIT_STEP_LOG_MAX_SIZE", "-1")
             .env("BUILDKIT_STEP_LOG_MAX_SPEED", "-1")

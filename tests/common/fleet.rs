@@ -208,7 +208,16 @@ impl Fleet {
                     listen.push(format!("tcp://[::1]:{shared_port}"));
                 }
             }
-            let mut argv: Vec<String> = vec!["--root".into(), root.display().to_string()];
+            // Each daemon its own tracing socket: on one machine they would
+            // all bind /run/buildkit/otel-grpc.sock, and two starting at once
+            // fail (a pod has a /run of its own).
+            let otel = dir.path().join(format!("otel{i}.sock"));
+            let mut argv: Vec<String> = vec![
+                "--root".into(),
+                root.display().to_string(),
+                "--otel-socket-path".into(),
+                otel.display().to_string(),
+            ];
             let mut iter = args.iter().peekable();
             while let Some(a) = iter.next() {
                 match a.as_str() {
