@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::spawn::{processes_matching, wait_for};
-use super::{unmount_below, Run};
+use super::{delete_runc_entries_below, unmount_below, Run};
 
 /// The Service's names, as in docs/pool.md.
 pub const SERVICE_FQDN: &str = "buildkitd.ci.svc.cluster.local";
@@ -119,6 +119,7 @@ impl PoolDaemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         unmount_below(&self.root);
+        delete_runc_entries_below(&self.root);
     }
 
     pub fn log_tail(&self) -> String {
@@ -483,5 +484,7 @@ impl Drop for Fleet {
             let _ = dns.child.wait();
         }
         unmount_below(self.dir.path());
+        // A daemon killed during a step leaves that step's runc entry.
+        delete_runc_entries_below(self.dir.path());
     }
 }
