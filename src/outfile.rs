@@ -398,7 +398,7 @@ pub fn sweep_partials(dir: &Path) -> Vec<PathBuf> {
 
 /// Opens `--daemon-log FILE` for appending, by the same rule: a regular
 /// file is appended to (opened without following a link); a link outside
-/// the system's own is replaced by a new empty file; a FIFO or character
+/// the system's own, or a hard link, is replaced by a new empty file; a FIFO or character
 /// device is written in place.
 pub fn open_log(path: &Path) -> Result<File, String> {
     let append = || {
@@ -411,7 +411,10 @@ pub fn open_log(path: &Path) -> Result<File, String> {
     match prepare(path)? {
         Target::InPlace { file, .. } => Ok(file),
         Target::Replace(dest) => {
-            let is_link = std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_symlink());
+            // A hard link counts as a link: appending would write to the
+            // file it shares its inode with.
+            let is_link = std::fs::symlink_metadata(&dest)
+                .is_ok_and(|m| m.is_symlink() || (m.is_file() && m.nlink() > 1));
             if is_link {
                 let mut staging =
                     Staging::new(&parent_dir(&dest)).map_err(|e| crate::error::io_reason(&e))?;
@@ -518,6 +521,25 @@ mod tests {
     /// A file descriptor's path as /proc shows it.
     fn fd_path(file: &File) -> PathBuf {
         std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default()
+    }
+
+    /// A log path that is a hard link to another file is replaced, not
+    /// appended to: the other file keeps its content.
+    #[test]
+    fn a_hard_linked_log_is_replaced() {
+        let dir = tempfile::tempdir().expect("dir");
+        let other = dir.path().join("other");
+        std::fs::write(&other, "keep\n").expect("write");
+        let log = dir.path().join("daemon.log");
+        std::fs::hard_link(&other, &log).expect("link");
+        let mut f = open_log(&log).expect("open");
+        f.write_all(b"daemon line\n").expect("write");
+        drop(f);
+        assert_eq!(std::fs::read_to_string(&other).expect("read"), "keep\n");
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("read"),
+            "daemon line\n"
+        );
     }
 
     /// Turns an owned raw descriptor into a file (for pipes).

@@ -11,8 +11,11 @@ use crate::proto::pb as llb;
 fn time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
     let ts = ts?;
     let secs = u64::try_from(ts.seconds).ok()?;
-    let nanos = u32::try_from(ts.nanos).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+    let nanos = u32::try_from(ts.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    // A daemon can send any value: one past what the clock holds is no time.
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 fn range(r: llb::Range) -> SourceRange {
@@ -88,5 +91,23 @@ pub fn convert(resp: pb::StatusResponse) -> Update {
                 ranges: w.ranges.into_iter().map(range).collect(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile daemon's timestamps are no time, never a panic.
+    #[test]
+    fn out_of_range_timestamps_are_no_time() {
+        let ts = |seconds, nanos| Some(prost_types::Timestamp { seconds, nanos });
+        assert_eq!(time(ts(i64::MAX, 1_000_000_000)), None);
+        assert_eq!(time(ts(1, 1_000_000_000)), None);
+        assert_eq!(time(ts(-1, 0)), None);
+        assert_eq!(
+            time(ts(1, 5)),
+            Some(SystemTime::UNIX_EPOCH + Duration::new(1, 5))
+        );
     }
 }

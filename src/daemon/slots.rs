@@ -171,7 +171,11 @@ fn holder(path: &Path) -> Option<String> {
             .map(str::to_string)
     };
     let mut text = match (field("pid"), field("host")) {
-        (Some(pid), Some(host)) => format!("pid {pid} on host {host}"),
+        (Some(pid), Some(host)) => format!(
+            "pid {} on host {}",
+            crate::text::escape_str(&pid),
+            crate::text::escape_str(&host)
+        ),
         _ => "a process that recorded nothing".to_string(),
     };
     let now = std::time::SystemTime::now()
@@ -186,13 +190,17 @@ fn holder(path: &Path) -> Option<String> {
     let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
     let local = super::state::lock_owner(&locks, inode).filter(|p| *p != 0);
     if let Some(pid) = local {
+        // The program and its subcommand only: the rest of a command line
+        // can hold build arguments and other values that must not reach a
+        // CI log.
         if let Ok(b) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let words: Vec<String> = b
                 .split(|c| *c == 0)
                 .filter(|w| !w.is_empty())
+                .take(2)
                 .map(crate::text::escape_bytes)
                 .collect();
-            text.push_str(&format!(" (here pid {pid}: {})", words.join(" ")));
+            text.push_str(&format!(" (here pid {pid}: {} …)", words.join(" ")));
         }
     }
     Some(text)

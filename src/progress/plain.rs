@@ -389,7 +389,7 @@ impl<W: Write> PlainPrinter<W> {
         let now = s.timestamp.unwrap_or(SystemTime::UNIX_EPOCH);
         if let (Some(&(cur, at)), None) = (self.last_status.get(&s.id), s.completed) {
             let progress = if s.total > 0 {
-                (s.current - cur) as f64 / s.total as f64
+                s.current.saturating_sub(cur) as f64 / s.total as f64
             } else {
                 0.0
             };

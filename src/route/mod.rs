@@ -182,7 +182,9 @@ impl Router {
             }
             let mut reasons = Vec::new();
             let mut answering: Vec<(usize, Endpoint, Daemon)> = Vec::new();
-            for (rank, endpoint) in order.iter().enumerate() {
+            // A name can list thousands of targets: only the first of the
+            // key's order are tried, each pass.
+            for (rank, endpoint) in order.iter().enumerate().take(MAX_TRIED) {
                 if self.lost.contains(&endpoint.id) {
                     reasons.push(format!("{endpoint}: went away during this build"));
                     continue;
@@ -326,6 +328,9 @@ fn endpoint_default_name(endpoint: &Endpoint) -> Option<String> {
     }
 }
 
+/// How many endpoints, in the key's order, one pass tries at most.
+const MAX_TRIED: usize = 64;
+
 async fn discover_one(spec: &EndpointSpec) -> Result<Vec<Endpoint>, String> {
     use crate::transport::Address;
     match &spec.kind {
@@ -352,6 +357,8 @@ async fn discover_one(spec: &EndpointSpec) -> Result<Vec<Endpoint>, String> {
             let targets = dns::srv(name).await?;
             Ok(targets
                 .into_iter()
+                // "." is a name's way of saying it has no such service.
+                .filter(|t| t.port != 0 && !t.host.is_empty() && t.host != ".")
                 .map(|t| {
                     let address = Address::Tcp {
                         host: t.host,
