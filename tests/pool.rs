@@ -1224,20 +1224,6 @@ fn measure_sticky_against_random_routing() {
     assert!(bound, "{body}");
 }
 
-/// Deterministic bytes that do not compress: `len` of them for `seed`.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// The warm-transfer measurement (scripts/bench-pool.sh): the 575 MB,
 /// 20,005-file context of benches/compare.rs built once, then from a new
 /// directory (another pod's checkout of the same repository, 10 files

@@ -10,20 +10,6 @@ use std::path::Path;
 
 use common::*;
 
-/// Deterministic, non-repeating bytes.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Every regular file under `dir`, by path relative to it.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -97,14 +83,14 @@ fn every_file_arrives_byte_identical() {
     for (i, size) in sizes.iter().enumerate() {
         let path = src.join(format!("sized/{size}-{i}.bin"));
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, bytes(i as u64, *size)).expect("write");
+        std::fs::write(&path, noise(i as u64, *size)).expect("write");
     }
     for d in 0..20u64 {
         for f in 0..100u64 {
             let path = src.join(format!("many/d{d:02}/f{f:03}"));
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             let len = 1 + ((d * 100 + f) * 2_654_435_761 % 5000) as usize;
-            std::fs::write(&path, bytes(1000 + d * 100 + f, len)).expect("write");
+            std::fs::write(&path, noise(1000 + d * 100 + f, len)).expect("write");
         }
     }
     write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY src /src\n");
@@ -172,7 +158,7 @@ fn files_not_in_the_page_cache_never_exhaust_descriptors() {
         for f in 0..100u64 {
             let path = src.join(format!("d{d:02}/f{f:03}"));
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            std::fs::write(&path, bytes(5000 + d * 100 + f, 4096 + f as usize)).expect("write");
+            std::fs::write(&path, noise(5000 + d * 100 + f, 4096 + f as usize)).expect("write");
         }
     }
     write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY src /src\n");

@@ -9,10 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::spawn::{processes_matching, wait_for};
-use super::{delete_runc_entries_below, unmount_below, Run};
+use super::{delete_runc_entries_below, stop_daemon_with, unmount_below, Run};
 
 /// The Service's names, as in docs/pool.md.
 pub const SERVICE_FQDN: &str = "buildkitd.ci.svc.cluster.local";
@@ -107,19 +107,7 @@ impl PoolDaemon {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // SAFETY: signalling the child this value owns.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !matches!(child.try_wait(), Ok(Some(_))) {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        unmount_below(&self.root);
-        delete_runc_entries_below(&self.root);
+        stop_daemon_with(&mut child, signal, Duration::from_secs(15), &self.root);
     }
 
     pub fn log_tail(&self) -> String {

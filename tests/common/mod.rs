@@ -666,13 +666,33 @@ impl Drop for PrivateDaemon {
     }
 }
 
+/// Deterministic bytes that do not compress: `len` of them for `seed`.
+#[allow(dead_code)]
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// Stops a buildkitd a test started with its state below `dir`: SIGTERM,
 /// SIGKILL after 10 s, then the mounts and runc entries a killed daemon
 /// leaves there.
 pub fn stop_daemon(child: &mut std::process::Child, dir: &Path) {
+    stop_daemon_with(child, libc::SIGTERM, Duration::from_secs(10), dir);
+}
+
+/// [`stop_daemon`] with the first signal and the time it is given.
+pub fn stop_daemon_with(child: &mut std::process::Child, signal: i32, grace: Duration, dir: &Path) {
     // SAFETY: signalling a child the caller owns.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + grace;
     while !matches!(child.try_wait(), Ok(Some(_))) {
         if Instant::now() > deadline {
             let _ = child.kill();
