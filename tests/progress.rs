@@ -482,6 +482,76 @@ fn rawjson_has_buildctls_shape() {
     assert!(logged.contains("on-stderr-json\n"), "{}", ours.explain());
 }
 
+/// `--progress-record` holds the stream the plain view was drawn from: the
+/// same steps, their output, every vertex finished; a link planted at its
+/// path is replaced, its target left alone.
+#[test]
+fn progress_record_holds_the_stream_behind_the_view() {
+    let ctx = image_context("record");
+    let out = tempfile::tempdir().expect("a temporary directory");
+    let record = out.path().join("record.jsonl");
+    let victim = out.path().join("victim");
+    std::fs::write(&victim, "keep\n").expect("write the victim");
+    std::os::unix::fs::symlink(&victim, &record).expect("plant a link");
+    let r = bkd_env(
+        &[
+            "build",
+            "--no-cache",
+            "--progress=plain",
+            "-o",
+            "type=tar,dest=/dev/null",
+            ".",
+        ],
+        ctx.path(),
+        &[("BKD_PROGRESS_RECORD", record.to_str().expect("utf8 path"))],
+    );
+    r.assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "keep\n",
+        "the link's target was written"
+    );
+    let text = std::fs::read_to_string(&record).expect("the record");
+    assert!(
+        text.lines().all(|l| l.starts_with('{')),
+        "only JSON lines\n{text}"
+    );
+    let (updates, _, names) = stream_of(&text);
+    let shown: BTreeSet<String> = r
+        .stderr()
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix('#')?;
+            let (n, name) = rest.split_once(' ')?;
+            (n.parse::<u32>().is_ok() && name.starts_with('[')).then(|| name.to_string())
+        })
+        .collect();
+    assert!(!shown.is_empty(), "{}", r.explain());
+    assert!(
+        shown.is_subset(&names),
+        "steps shown but not recorded: {:?}\n{}",
+        shown.difference(&names).collect::<Vec<_>>(),
+        r.explain()
+    );
+    let mut finished = std::collections::HashMap::new();
+    for u in &updates {
+        for v in &u.vertexes {
+            let done = v.completed.is_some() || v.cached;
+            let e = finished.entry(v.digest.clone()).or_insert(false);
+            *e = *e || done;
+        }
+    }
+    assert!(
+        finished.values().all(|f| *f),
+        "a recorded vertex never finished\n{text}"
+    );
+    let logged: Vec<u8> = updates
+        .iter()
+        .flat_map(|u| u.logs.iter().flat_map(|l| l.data.to_vec()))
+        .collect();
+    assert!(String::from_utf8_lossy(&logged).contains("progress-record\n"));
+}
+
 #[test]
 fn debug_shows_digests_status_numbers_and_warning_locations() {
     let ctx = context();

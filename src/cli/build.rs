@@ -102,6 +102,10 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
 
+    /// Also append every status message, as --progress=rawjson prints it, to this file
+    #[arg(long, value_name = "FILE", env = "BKD_PROGRESS_RECORD")]
+    pub progress_record: Option<PathBuf>,
+
     #[command(flatten)]
     pub route: super::route::RouteArgs,
 
@@ -482,6 +486,8 @@ pub struct Job<'a> {
     /// Said once, when the build starts on a daemon.
     pub warning: Option<String>,
     pub metadata_file: Option<&'a Path>,
+    /// `--progress-record`: where the raw status stream is appended.
+    pub progress_record: Option<&'a Path>,
     pub needs: DaemonNeeds,
 }
 
@@ -514,6 +520,7 @@ pub async fn run(global: &GlobalArgs, args: BuildArgs) -> Result<()> {
         warning,
         progress,
         metadata_file: args.metadata_file.as_deref(),
+        progress_record: args.progress_record.as_deref(),
         needs: DaemonNeeds {
             insecure_registries: args.insecure_registries.clone(),
             route: args.route.needs(
@@ -673,6 +680,19 @@ pub async fn execute(
     let started = std::time::Instant::now();
     let spec = resolve()?;
     let metadata = job.metadata_file.map(FileDest::from);
+    // Opened (and so checked) before anything starts; a retried build
+    // appends its own stream after the first one's.
+    let record = job
+        .progress_record
+        .map(|path| {
+            crate::outfile::open_log(path).map_err(|reason| {
+                Error::Input(format!(
+                    "cannot write progress record {}: {reason}",
+                    escape_path(path)
+                ))
+            })
+        })
+        .transpose()?;
     if let Some(dest) = &metadata {
         dest.prepare().map_err(|reason| {
             Error::Input(format!(
@@ -694,8 +714,15 @@ pub async fn execute(
         }
         let tally = job.tally.clone();
         let steps = job.needs.steps.clone();
+        let record_file = record.as_ref().map(std::fs::File::try_clone);
         async move {
             let mut display = steps.watch(display_for(progress, debug));
+            if let Some(file) = record_file {
+                let file = file.map_err(|e| {
+                    Error::Input(format!("cannot write progress record: {}", io_reason(&e)))
+                })?;
+                display = Box::new(crate::progress::rawjson::Recorded::new(display, file));
+            }
             if let Some(t) = tally {
                 // A retried build reports its own steps only.
                 if let Ok(mut fresh) = t.lock() {

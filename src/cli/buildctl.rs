@@ -282,6 +282,7 @@ async fn build(global: &GlobalArgs, args: &BuildctlBuildArgs) -> Result<()> {
         tally: None,
         warning: None,
         metadata_file: args.metadata_file.as_deref(),
+        progress_record: None,
         needs: DaemonNeeds {
             entitlements: args.allow.clone(),
             ..Default::default()

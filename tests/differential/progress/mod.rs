@@ -64,14 +64,22 @@ pub struct Ran {
     pub stderr: String,
     pub code: Option<i32>,
     pub command: String,
+    /// bkd's plain runs: the status stream it drew from
+    /// (`--progress-record`), to replay when the run is found wrong.
+    pub record: String,
 }
 
 impl Ran {
     pub fn explain(&self) -> String {
-        format!(
+        let mut text = format!(
             "command: {}\nexit: {:?}\n--- stderr ---\n{}",
             self.command, self.code, self.stderr
-        )
+        );
+        if !self.record.is_empty() {
+            text.push_str("--- status stream (--progress-record) ---\n");
+            text.push_str(&self.record);
+        }
+        text
     }
 }
 
@@ -81,8 +89,19 @@ pub enum Tool {
     Buildctl,
 }
 
-fn spawn(tool: Tool, b: &Build, progress: &str) -> (std::process::Child, String) {
+fn spawn(
+    tool: Tool,
+    b: &Build,
+    progress: &str,
+) -> (std::process::Child, String, Option<tempfile::TempPath>) {
     let bed = bed();
+    let record = (tool == Tool::Bkd && progress != "rawjson").then(|| {
+        tempfile::Builder::new()
+            .prefix("bkd-progress-record")
+            .tempfile()
+            .expect("a temporary file")
+            .into_temp_path()
+    });
     let mut cmd = match tool {
         Tool::Bkd => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_bkd"));
@@ -92,6 +111,9 @@ fn spawn(tool: Tool, b: &Build, progress: &str) -> (std::process::Child, String)
                 &bed.addr,
                 &format!("--progress={progress}"),
             ]);
+            if let Some(path) = &record {
+                c.arg("--progress-record").arg(path);
+            }
             c.args(&b.bkd);
             c.arg(".");
             c
@@ -124,22 +146,28 @@ fn spawn(tool: Tool, b: &Build, progress: &str) -> (std::process::Child, String)
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {tool:?}: {e}"));
-    (child, text)
+    (child, text, record)
 }
 
-fn wait(child: std::process::Child, command: String) -> Ran {
+fn wait(child: std::process::Child, command: String, record: Option<tempfile::TempPath>) -> Ran {
     let out = child.wait_with_output().expect("wait for the build");
     Ran {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code(),
         command,
+        record: record
+            .and_then(|p| std::fs::read_to_string(&p).ok())
+            .unwrap_or_default(),
     }
 }
 
 /// Runs `builds` at once (one run of a scenario), each through `tool`.
 pub fn run_all(tool: Tool, builds: &[Build], progress: &str) -> Vec<Ran> {
     let children: Vec<_> = builds.iter().map(|b| spawn(tool, b, progress)).collect();
-    children.into_iter().map(|(c, t)| wait(c, t)).collect()
+    children
+        .into_iter()
+        .map(|(c, t, r)| wait(c, t, r))
+        .collect()
 }
 
 /// A scenario: how to make the builds of run `k` (several when they run
