@@ -22,6 +22,10 @@ use super::{clip_limit, Update, Vertex, VertexStatus, Warning};
 const KEPT_BYTES: usize = 4 * 1024 * 1024;
 /// Longest line kept whole; the rest of a longer line is counted, not kept.
 pub const LINE_BYTES: usize = 64 * 1024;
+/// Streams of one step with an unfinished line at a time (the daemon uses
+/// two, stdout and stderr): a line left open on a further stream ends the
+/// oldest one, so a daemon naming new streams cannot grow the step.
+const OPEN_STREAMS: usize = 8;
 
 /// One run of a step; `None` as the end means still running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +148,10 @@ impl StepOutput {
             match self.partial.iter_mut().find(|(s, _)| *s == stream) {
                 Some((_, p)) => p.push(rest),
                 None => {
+                    if self.partial.len() >= OPEN_STREAMS {
+                        let (_, oldest) = self.partial.remove(0);
+                        self.push_line(oldest.finish());
+                    }
                     let mut p = PartialLine::default();
                     p.push(rest);
                     self.partial.push((stream, p));
@@ -641,6 +649,40 @@ mod tests {
             s.step(i).duration(SystemTime::UNIX_EPOCH),
             Duration::from_millis(1500)
         );
+    }
+
+    /// A daemon that leaves a long line open on ever new streams does not
+    /// grow the step past its limits: at most [`OPEN_STREAMS`] lines stay
+    /// open, and the ones ended early are kept within [`KEPT_BYTES`].
+    #[test]
+    fn open_lines_on_many_streams_stay_bounded() {
+        let mut s = BuildState::with_output();
+        s.update(&msg(vec![vertex("a", at(0), None)]));
+        let long = "x".repeat(LINE_BYTES + 10);
+        for stream in 0..1000 {
+            s.update(&Update {
+                logs: vec![Log {
+                    vertex: "a".into(),
+                    stream,
+                    data: long.clone().into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        let i = s.step_of("a").expect("step");
+        let out = &s.step(i).output;
+        assert!(
+            out.partial.len() <= OPEN_STREAMS,
+            "{} open",
+            out.partial.len()
+        );
+        let open: usize = out.partial.iter().map(|(_, p)| p.text.len()).sum();
+        assert!(open <= OPEN_STREAMS * LINE_BYTES);
+        assert!(out.bytes <= KEPT_BYTES + LINE_BYTES + 64);
+        assert!(out.dropped_lines > 0);
+        // The last stream's line is still the one shown as current.
+        assert_eq!(out.last_line().map(|l| l.len()), Some(LINE_BYTES));
     }
 
     /// One message may hold a vertex twice: a short run that ended, then
