@@ -634,6 +634,46 @@ impl Background {
     }
 }
 
+/// `--daemon-timeout` bounds the whole choice: endpoints that accept and
+/// never answer cost at most what is left of it, not 5 s each.
+#[test]
+fn stalled_endpoints_cost_no_more_than_the_daemon_timeout() {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let list: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("tcp://{}", l.local_addr().expect("addr")))
+        .collect();
+    let dir = checkout("github.com/org/stalled", "true");
+    let started = Instant::now();
+    let run = common::run(
+        env!("CARGO_BIN_EXE_bkd"),
+        &[
+            "build",
+            "--addr",
+            &list.join(","),
+            "--daemon-timeout",
+            "3",
+            ".",
+        ],
+        dir.path(),
+        &[],
+    );
+    let took = started.elapsed();
+    assert_ne!(run.code(), Some(0), "{}", run.explain());
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?} for a 3 s --daemon-timeout\n{}",
+        run.explain()
+    );
+    assert!(
+        run.stderr().contains("--daemon-timeout spent"),
+        "{}",
+        run.explain()
+    );
+}
+
 #[test]
 fn a_build_moves_to_the_next_daemon_only_if_no_step_had_started() {
     let mut fleet = Fleet::start(4);

@@ -20,6 +20,10 @@ use crate::transport::TlsOptions;
 /// One attempt at an endpoint (connect, TLS, and a ListWorkers answer)
 /// gets this long; one that takes longer is skipped for the next.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The least time a probe gets when little of `--daemon-timeout` is left,
+/// and how long one name's lookup may take.
+const LEAST_ATTEMPT: Duration = Duration::from_secs(1);
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the busy check of one endpoint may take.
 const BUSY_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -119,9 +123,18 @@ impl Router {
         let mut found = Vec::new();
         let mut failed = Vec::new();
         for spec in &self.specs {
-            match discover_one(spec).await {
-                Ok(list) => found.extend(list),
-                Err(reason) => failed.push((spec.raw.clone(), reason)),
+            // A resolver that never answers fails the name, not the build.
+            let lookup = tokio::time::timeout(LOOKUP_TIMEOUT, discover_one(spec)).await;
+            match lookup {
+                Ok(Ok(list)) => found.extend(list),
+                Ok(Err(reason)) => failed.push((spec.raw.clone(), reason)),
+                Err(_) => failed.push((
+                    spec.raw.clone(),
+                    format!(
+                        "no answer from the resolver within {}s",
+                        LOOKUP_TIMEOUT.as_secs()
+                    ),
+                )),
             }
         }
         (found, failed)
@@ -189,7 +202,19 @@ impl Router {
                     reasons.push(format!("{endpoint}: went away during this build"));
                     continue;
                 }
-                let daemon = match self.probe(endpoint).await {
+                // Within --daemon-timeout: once it is spent, the pass
+                // ends (the first endpoint of a pass is always tried).
+                let left = self
+                    .policy
+                    .deadline
+                    .map(|d| d.saturating_sub(started.elapsed()));
+                if rank > 0 && left.is_some_and(|l| l.is_zero()) {
+                    reasons.push(format!("{endpoint}: not tried, --daemon-timeout spent"));
+                    continue;
+                }
+                let limit =
+                    left.map_or(ATTEMPT_TIMEOUT, |l| l.clamp(LEAST_ATTEMPT, ATTEMPT_TIMEOUT));
+                let daemon = match self.probe_within(endpoint, limit).await {
                     Ok(d) => d,
                     Err(reason) => {
                         reasons.push(format!("{endpoint}: {reason}"));
@@ -284,6 +309,10 @@ impl Router {
     /// Connects to one endpoint and asks for its workers, within
     /// [`ATTEMPT_TIMEOUT`].
     pub async fn probe(&self, endpoint: &Endpoint) -> Result<Daemon, String> {
+        self.probe_within(endpoint, ATTEMPT_TIMEOUT).await
+    }
+
+    async fn probe_within(&self, endpoint: &Endpoint, limit: Duration) -> Result<Daemon, String> {
         let tls = self.tls_for(endpoint);
         let attempt = async {
             let daemon = Daemon::connect(&endpoint.address, &tls).await?;
@@ -293,10 +322,13 @@ impl Router {
             }
             Ok(daemon)
         };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+        match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => Err(short_reason(&e.to_string(), &endpoint.address.to_string())),
-            Err(_) => Err(format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs())),
+            Err(_) if limit.subsec_millis() == 0 => {
+                Err(format!("no answer within {}s", limit.as_secs()))
+            }
+            Err(_) => Err(format!("no answer within {:.1}s", limit.as_secs_f64())),
         }
     }
 }
