@@ -721,14 +721,14 @@ pub async fn execute(
                 let file = file.map_err(|e| {
                     Error::Input(format!("cannot write progress record: {}", io_reason(&e)))
                 })?;
-                display = Box::new(crate::progress::rawjson::Recorded::new(display, file));
+                display = crate::progress::rawjson::recorded(display, file);
             }
             if let Some(t) = tally {
                 // A retried build reports its own steps only.
                 if let Ok(mut fresh) = t.lock() {
                     *fresh = Default::default();
                 }
-                display = Box::new(crate::ci::record::Recording::new(display, t));
+                display = crate::ci::record::recording(display, t);
             }
             let (outcome, mut display) = build(&daemon, spec?, display).await;
             display.summary(&build_end(started, &outcome));

@@ -38,6 +38,42 @@ pub trait Display: Send {
     fn summary(&mut self, end: &BuildEnd);
 }
 
+/// Another display whose every status message is also handed, first, to
+/// `tap` (a record of the stream, a tally for a CI report).
+pub struct Tapped<F: FnMut(&Update) + Send> {
+    inner: Box<dyn Display>,
+    tap: F,
+}
+
+impl<F: FnMut(&Update) + Send> Tapped<F> {
+    pub fn new(inner: Box<dyn Display>, tap: F) -> Self {
+        Tapped { inner, tap }
+    }
+}
+
+impl<F: FnMut(&Update) + Send> Display for Tapped<F> {
+    fn update(&mut self, update: &Update) {
+        (self.tap)(update);
+        self.inner.update(update);
+    }
+
+    fn refresh(&mut self) {
+        self.inner.refresh();
+    }
+
+    fn finish(&mut self) {
+        self.inner.finish();
+    }
+
+    fn error_sources(&mut self, sources: &[ErrorSource]) {
+        self.inner.error_sources(sources);
+    }
+
+    fn summary(&mut self, end: &BuildEnd) {
+        self.inner.summary(end);
+    }
+}
+
 /// Formats a byte count the way BuildKit's plain output does: `204B`,
 /// `13.16kB`, `1.98MB`.
 pub fn format_bytes(n: i64) -> String {

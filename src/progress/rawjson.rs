@@ -57,41 +57,11 @@ impl<W: Write + Send> Display for RawJson<W> {
 /// Another display with every status message also written, as
 /// [`RawJson`] writes it, to a file of the user's (`--progress-record`):
 /// the stream behind what the display drew, to replay or to report.
-pub struct Recorded {
-    inner: Box<dyn Display>,
-    raw: RawJson<std::io::BufWriter<std::fs::File>>,
-}
-
-impl Recorded {
-    pub fn new(inner: Box<dyn Display>, file: std::fs::File) -> Recorded {
-        Recorded {
-            inner,
-            raw: RawJson::new(std::io::BufWriter::new(file)),
-        }
-    }
-}
-
-impl Display for Recorded {
-    fn update(&mut self, update: &Update) {
-        self.raw.update(update);
-        self.inner.update(update);
-    }
-
-    fn refresh(&mut self) {
-        self.inner.refresh();
-    }
-
-    fn finish(&mut self) {
-        self.inner.finish();
-    }
-
-    fn error_sources(&mut self, sources: &[ErrorSource]) {
-        self.inner.error_sources(sources);
-    }
-
-    fn summary(&mut self, end: &BuildEnd) {
-        self.inner.summary(end);
-    }
+pub fn recorded(inner: Box<dyn Display>, file: std::fs::File) -> Box<dyn Display> {
+    let mut raw = RawJson::new(std::io::BufWriter::new(file));
+    Box::new(super::Tapped::new(inner, move |update: &Update| {
+        raw.update(update)
+    }))
 }
 
 /// One update as a JSON line (no newline).
