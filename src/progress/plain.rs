@@ -49,6 +49,9 @@ const ANTI_FLICKER: Duration = Duration::from_secs(5);
 /// Output a waiting step may hold before it is shown anyway, so memory
 /// stays bounded whatever the steps print.
 const HELD_BYTES: usize = 1024 * 1024;
+/// Output all waiting steps together may hold: past it, the one holding
+/// most is shown (many steps each just under [`HELD_BYTES`] cannot add up).
+const HELD_TOTAL: usize = 16 * 1024 * 1024;
 
 /// How the plain format is dressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -556,10 +559,7 @@ impl<W: Write> PlainPrinter<W> {
             return self.print_whole_steps(current, completed, rest);
         }
         // A waiting step holding too much output is shown now.
-        if let Some(&big) = rest
-            .iter()
-            .find(|&&i| Some(i) != current && self.printing[i].pending_bytes > HELD_BYTES)
-        {
+        if let Some(big) = self.holding_too_much(rest.iter().copied(), current) {
             self.print_step(big);
             return;
         }
@@ -647,6 +647,29 @@ impl<W: Write> PlainPrinter<W> {
         }
     }
 
+    /// A waiting step (not `current`) that holds more than [`HELD_BYTES`],
+    /// or, when the waiting steps together hold more than [`HELD_TOTAL`],
+    /// the one holding most.
+    fn holding_too_much(
+        &self,
+        waiting: impl Iterator<Item = usize>,
+        current: Option<usize>,
+    ) -> Option<usize> {
+        let mut total = 0;
+        let mut most: Option<(usize, usize)> = None;
+        for i in waiting.filter(|&i| Some(i) != current) {
+            let held = self.printing[i].pending_bytes;
+            if held > HELD_BYTES {
+                return Some(i);
+            }
+            total += held;
+            if most.is_none_or(|(_, m)| held > m) {
+                most = Some((i, held));
+            }
+        }
+        most.filter(|_| total > HELD_TOTAL).map(|(i, _)| i)
+    }
+
     /// The CI views: the current step keeps the log until it finishes;
     /// then finished steps print whole, in the order they finished, and
     /// the earliest started running step becomes current.
@@ -660,12 +683,8 @@ impl<W: Write> PlainPrinter<W> {
             if rest.contains(&c) {
                 self.print_step(c);
             }
-            let big = self
-                .updates
-                .iter()
-                .copied()
-                .find(|&i| i != c && self.printing[i].pending_bytes > HELD_BYTES);
-            if let Some(i) = big {
+            let waiting = self.updates.clone();
+            if let Some(i) = self.holding_too_much(waiting.into_iter(), Some(c)) {
                 self.print_step(i);
             }
             return;
@@ -1084,6 +1103,40 @@ mod tests {
             if flavor == Flavor::GitLab {
                 assert!(out.contains("[collapsed=false]\r\x1b[0K#2 B"), "{out}");
                 assert_eq!(out.matches("section_end:").count(), 2, "{out}");
+            }
+        }
+    }
+
+    /// Many waiting steps each holding just under the per-step bound do
+    /// not add up: the one holding most is shown once all hold too much.
+    #[test]
+    fn held_output_of_all_waiting_steps_is_bounded() {
+        for flavor in [Flavor::Plain, Flavor::Buildkite] {
+            let mut p = PlainPrinter::with_options(
+                std::io::sink(),
+                PlainOptions {
+                    flavor,
+                    clock: Clock::Events,
+                    ..Default::default()
+                },
+            );
+            let names: Vec<String> = (0..60).map(|n| format!("s{n}")).collect();
+            p.update(&vs(names
+                .iter()
+                .enumerate()
+                .map(|(n, d)| vertex(d, d, at(n as u64), None))
+                .collect()));
+            let line = "x".repeat(999) + "\n";
+            for round in 0..900u64 {
+                for d in &names {
+                    p.update(&logs(vec![log(d, round, &line)]));
+                }
+                p.refresh();
+                let held: usize = p.printing.iter().map(|x| x.pending_bytes).sum();
+                assert!(
+                    held <= HELD_TOTAL + 2 * HELD_BYTES,
+                    "{flavor:?}: {held} bytes held"
+                );
             }
         }
     }

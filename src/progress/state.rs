@@ -26,6 +26,17 @@ pub const LINE_BYTES: usize = 64 * 1024;
 /// two, stdout and stderr): a line left open on a further stream ends the
 /// oldest one, so a daemon naming new streams cannot grow the step.
 const OPEN_STREAMS: usize = 8;
+/// What one step holds at most beyond its output, and how many steps a
+/// build has: far above what a real build sends (an image pull has a status
+/// per layer; a Dockerfile's lint warnings are tens), low enough that a
+/// daemon sending without end cannot grow bkd's memory or the cost of each
+/// message. Past them, new statuses, warnings and steps are not kept; runs
+/// of one step past [`RUNS`] are joined, oldest first.
+const STATUSES: usize = 1024;
+const WARNINGS: usize = 1024;
+const RUNS: usize = 256;
+const GROUP_MEMBERS: usize = 1024;
+const STEPS: usize = 100_000;
 
 /// One run of a step; `None` as the end means still running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,10 +270,30 @@ impl Step {
 
     fn add_interval(&mut self, start: SystemTime, stop: Option<SystemTime>) {
         record_run(&mut self.intervals, start, stop);
+        self.merge_runs();
+    }
+
+    fn merge_runs(&mut self) {
+        bound_runs(&mut self.intervals);
         self.merged = merge_intervals(self.intervals.iter().map(|(s, e)| Interval {
             start: *s,
             stop: *e,
         }));
+    }
+}
+
+/// Keeps at most [`RUNS`] runs: the two oldest become one, from the first
+/// one's start to the later end of the two (an open end stays open).
+fn bound_runs(runs: &mut BTreeMap<SystemTime, Option<SystemTime>>) {
+    while runs.len() > RUNS {
+        let (Some((start, a)), Some((_, b))) = (runs.pop_first(), runs.pop_first()) else {
+            return;
+        };
+        let stop = match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        runs.insert(start, stop);
     }
 }
 
@@ -362,6 +393,7 @@ impl BuildState {
             if let Some(g) = &v.progress_group {
                 let i = match self.groups.get(&g.id) {
                     Some(i) => *i,
+                    None if self.steps.len() >= STEPS => continue,
                     None => {
                         let step = Step {
                             vertex: Vertex {
@@ -383,9 +415,12 @@ impl BuildState {
                 // one message can finish a run and start the next.
                 if let Some(start) = v.started {
                     record_run(&mut group.intervals, start, v.completed);
+                    bound_runs(&mut group.intervals);
                 }
                 if let Some(m) = group.members.as_mut() {
-                    m.insert(v.digest.clone(), v.clone());
+                    if m.len() < GROUP_MEMBERS || m.contains_key(&v.digest) {
+                        m.insert(v.digest.clone(), v.clone());
+                    }
                 }
                 self.by_digest.insert(v.digest.clone(), i);
                 if !groups_seen.contains(&i) {
@@ -395,6 +430,7 @@ impl BuildState {
             }
             let i = match self.by_digest.get(&v.digest) {
                 Some(i) => *i,
+                None if self.steps.len() >= STEPS => continue,
                 None => self.new_step(&v.digest, Step::default()),
             };
             let was_started = self.steps[i].is_started();
@@ -439,8 +475,11 @@ impl BuildState {
                 continue;
             };
             let step = &mut self.steps[i];
+            let full = step.statuses.len() + step.unstarted.len() >= STATUSES
+                && !step.unstarted.contains_key(&s.id);
             match step.statuses.iter_mut().find(|x| x.id == s.id) {
                 Some(old) => *old = s.clone(),
+                None if full => continue,
                 None if s.started.is_some() => {
                     step.unstarted.remove(&s.id);
                     step.statuses.push(s.clone());
@@ -456,6 +495,9 @@ impl BuildState {
                 continue;
             };
             let step = &mut self.steps[i];
+            if step.warnings.len() >= WARNINGS {
+                continue;
+            }
             step.warnings.push(w.clone());
             changes.warnings.push((i, step.warnings.len() - 1));
         }
@@ -484,7 +526,7 @@ impl BuildState {
     /// shown once a non-weak member started.
     fn refresh_group(&mut self, i: usize, changes: &mut Changes) {
         let step = &mut self.steps[i];
-        let Some(members) = step.members.clone() else {
+        let Some(members) = step.members.take() else {
             return;
         };
         let was_done = step.is_done();
@@ -511,10 +553,8 @@ impl BuildState {
                 step.hidden = false;
             }
         }
-        step.merged = merge_intervals(step.intervals.iter().map(|(s, e)| Interval {
-            start: *s,
-            stop: *e,
-        }));
+        step.members = Some(members);
+        step.merge_runs();
         step.vertex.cached = cached;
         step.vertex.error = error;
         step.vertex.started = step.merged.first().map(|i| i.start);
@@ -649,6 +689,61 @@ mod tests {
             s.step(i).duration(SystemTime::UNIX_EPOCH),
             Duration::from_millis(1500)
         );
+    }
+
+    /// A daemon that sends without end (new runs of one step, new status
+    /// ids, warnings, group members, steps) does not grow the state past
+    /// its bounds, and each message stays cheap to fold.
+    #[test]
+    fn endless_runs_statuses_warnings_and_members_stay_bounded() {
+        let mut s = BuildState::with_output();
+        let started = std::time::Instant::now();
+        for n in 0..5_000u64 {
+            let member = Vertex {
+                progress_group: Some(ProgressGroup {
+                    id: "g".into(),
+                    name: "group".into(),
+                    weak: false,
+                }),
+                ..vertex(&format!("m{n}"), at(n), at(n + 1))
+            };
+            s.update(&Update {
+                vertexes: vec![vertex("a", at(2 * n), at(2 * n + 1)), member],
+                statuses: vec![VertexStatus {
+                    id: format!("s{n}"),
+                    vertex: "a".into(),
+                    started: at(n),
+                    ..Default::default()
+                }],
+                warnings: vec![Warning {
+                    vertex: "a".into(),
+                    short: format!("w{n}"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        let a = s.step(s.step_of("a").expect("step"));
+        assert!(a.intervals.len() <= RUNS, "{} runs", a.intervals.len());
+        assert!(a.statuses.len() + a.unstarted.len() <= STATUSES);
+        assert!(a.warnings.len() <= WARNINGS);
+        assert!(a.is_done());
+        // Joined runs still span the first start to the last end.
+        assert_eq!(a.intervals().first().map(|i| i.start), at(0));
+        assert_eq!(a.intervals().last().and_then(|i| i.stop), at(9_999));
+        let g = s.step(s.step_of("m0").expect("group"));
+        assert!(g.members.as_ref().is_some_and(|m| m.len() <= GROUP_MEMBERS));
+        assert!(g.intervals.len() <= RUNS);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "folding took {:?}",
+            started.elapsed()
+        );
+        // New steps past the bound are not kept.
+        for n in 0..(STEPS as u64 + 10) {
+            s.update(&msg(vec![vertex(&format!("v{n}"), at(n), None)]));
+        }
+        assert!(s.len() <= STEPS);
     }
 
     /// A daemon that leaves a long line open on ever new streams does not
