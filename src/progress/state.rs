@@ -216,6 +216,8 @@ pub struct Step {
     previous: Option<Vertex>,
     /// A progress group: its members' latest snapshots.
     members: Option<BTreeMap<String, Vertex>>,
+    /// A progress group: each member's own runs, folded as a step's.
+    member_runs: HashMap<String, BTreeMap<SystemTime, Option<SystemTime>>>,
     /// A group none of whose non-weak members started yet.
     pub hidden: bool,
 }
@@ -270,6 +272,7 @@ impl Step {
 
     fn add_interval(&mut self, start: SystemTime, stop: Option<SystemTime>) {
         record_run(&mut self.intervals, start, stop);
+        end_superseded_runs(&mut self.intervals);
         self.merge_runs();
     }
 
@@ -279,6 +282,25 @@ impl Step {
             start: *s,
             stop: *e,
         }));
+    }
+}
+
+/// Ends every run that a later run of the same vertex followed while it
+/// was open: it ends where the later one starts. The daemon keeps one
+/// record per vertex that each run overwrites (BuildKit's solver,
+/// `notifyStarted`), so a run that was still open when the next began
+/// reports its end with the next one's start, and its own start is never
+/// closed in the stream: a fold that waits for it (buildctl's) shows the
+/// step running after the build. Its time is kept: the two runs join.
+fn end_superseded_runs(runs: &mut BTreeMap<SystemTime, Option<SystemTime>>) {
+    let mut later: Option<SystemTime> = None;
+    for (start, stop) in runs.iter_mut().rev() {
+        if stop.is_none() {
+            if let Some(next) = later {
+                *stop = Some(next);
+            }
+        }
+        later = Some(*start);
     }
 }
 
@@ -414,7 +436,16 @@ impl BuildState {
                 // Each snapshot's run counts, not only a member's latest:
                 // one message can finish a run and start the next.
                 if let Some(start) = v.started {
-                    record_run(&mut group.intervals, start, v.completed);
+                    let known = group.member_runs.contains_key(&v.digest);
+                    if known || group.member_runs.len() < GROUP_MEMBERS {
+                        let runs = group.member_runs.entry(v.digest.clone()).or_default();
+                        record_run(runs, start, v.completed);
+                        end_superseded_runs(runs);
+                        bound_runs(runs);
+                        for (s, e) in runs.iter() {
+                            record_run(&mut group.intervals, *s, *e);
+                        }
+                    }
                     bound_runs(&mut group.intervals);
                 }
                 if let Some(m) = group.members.as_mut() {
@@ -689,6 +720,59 @@ mod tests {
             s.step(i).duration(SystemTime::UNIX_EPOCH),
             Duration::from_millis(1500)
         );
+    }
+
+    /// The daemon's own race: a run still open when the next run of the
+    /// vertex starts reports its end with the next run's start, so its
+    /// start is never closed. The step still ends, timed from its first
+    /// start, as soon as the later run does.
+    #[test]
+    fn a_run_whose_end_carries_the_next_runs_start_is_closed() {
+        let mut s = BuildState::default();
+        s.update(&msg(vec![vertex("a", None, None)]));
+        s.update(&msg(vec![vertex("a", at(0), None)]));
+        s.update(&msg(vec![vertex("a", at(5), None)]));
+        let i = s.step_of("a").expect("step");
+        assert!(s.step(i).is_running());
+        // The first run's end, written with the second run's start (the
+        // step looks done from here, for buildctl too), then the second's.
+        let c = s.update(&msg(vec![vertex("a", at(5), at(6))]));
+        assert_eq!(c.finished, vec![i]);
+        s.update(&msg(vec![vertex("a", at(5), at(40))]));
+        assert!(s.step(i).is_done());
+        assert_eq!(
+            s.step(i).duration(SystemTime::UNIX_EPOCH),
+            Duration::from_millis(40)
+        );
+        // A late snapshot of the first run changes nothing.
+        s.update(&msg(vec![vertex("a", at(0), None)]));
+        assert!(s.step(i).is_done());
+    }
+
+    /// The same race inside a progress group: a member's superseded run
+    /// does not keep the group open; another member's open run does.
+    #[test]
+    fn a_group_member_run_whose_end_carries_the_next_start_is_closed() {
+        let member = |d: &str, started, completed| Vertex {
+            progress_group: Some(ProgressGroup {
+                id: "g".into(),
+                name: "group".into(),
+                weak: false,
+            }),
+            ..vertex(d, started, completed)
+        };
+        let mut s = BuildState::default();
+        s.update(&msg(vec![member("m", at(0), None)]));
+        s.update(&msg(vec![member("m", at(5), None)]));
+        s.update(&msg(vec![member("m", at(5), at(9))]));
+        let g = s.step_of("m").expect("group");
+        assert!(s.step(g).is_done());
+        assert_eq!(
+            s.step(g).duration(SystemTime::UNIX_EPOCH),
+            Duration::from_millis(9)
+        );
+        s.update(&msg(vec![member("n", at(7), None)]));
+        assert!(s.step(g).is_running());
     }
 
     /// A daemon that sends without end (new runs of one step, new status

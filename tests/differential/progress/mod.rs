@@ -418,10 +418,10 @@ pub fn differential(s: &Scenario) {
                 ));
             }
         }
-        // Known and not yet explained: about one concurrent build in 150
-        // leaves its `load .dockerignore` step open (its transfer status
-        // never completes in bkd's view). One such run per build is
-        // reported, not failed; two are a failure.
+        // Seen once, not reproduced since: a concurrent build that left
+        // its `load .dockerignore` step open (docs/progress.md). One such
+        // run per build is reported with the stream bkd drew from, not
+        // failed; two are a failure.
         if s.concurrent && runs.len() - matched == 1 {
             eprintln!("tolerated mismatch, known open step:\n{}", mismatched[0]);
         } else {
