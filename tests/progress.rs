@@ -67,6 +67,15 @@ fn build_image(mode: &str, name: &str) -> (Run, String) {
     (r, digest)
 }
 
+/// Asserts that `text` has a match of `pattern`, explaining `r` if not.
+fn assert_matches(text: &str, pattern: &str, r: &Run) {
+    assert!(
+        regex::Regex::new(pattern).expect("regex").is_match(text),
+        "no match of {pattern}\n{}",
+        r.explain()
+    );
+}
+
 fn summary_re() -> regex::Regex {
     regex::Regex::new(
         r"(?m)^Build finished in \d+\.\ds: (\d+) steps \((\d+) run, (\d+) cached\), context \S+ sent in \d+\.\ds$",
@@ -309,12 +318,10 @@ fn tty_collapses_steps_and_shows_a_failure_in_full() {
     r.assert_ok();
     // Under `script` everything the terminal got arrives on stdout.
     let out = screen_text(&r.stdout());
-    assert!(
-        regex::Regex::new(r"✔ #\d+ \[stage-1 1/1\] RUN echo progress-tty .*\(\d+\.\ds\)")
-            .expect("regex")
-            .is_match(&out),
-        "{}",
-        r.explain()
+    assert_matches(
+        &out,
+        r"✔ #\d+ \[stage-1 1/1\] RUN echo progress-tty .*\(\d+\.\ds\)",
+        &r,
     );
     assert!(
         out.contains("[+] Building "),
@@ -367,14 +374,12 @@ fn buildkite_groups_steps_and_expands_the_failure() {
         "every line timestamped\n{}",
         r.explain()
     );
-    assert!(
-        // Steps are numbered as they start; a step another build shares
-        // on the test bed's daemon can come first.
-        regex::Regex::new(r"\x07--- #\d+ \[internal\] load build definition from Dockerfile\n")
-            .expect("regex")
-            .is_match(&err),
-        "{}",
-        r.explain()
+    // Steps are numbered as they start; a step another build shares
+    // on the test bed's daemon can come first.
+    assert_matches(
+        &err,
+        r"\x07--- #\d+ \[internal\] load build definition from Dockerfile\n",
+        &r,
     );
     assert!(err.contains("\x07+++ Build summary\n"), "{}", r.explain());
 
@@ -573,39 +578,19 @@ fn debug_shows_digests_status_numbers_and_warning_locations() {
     );
     r.assert_ok();
     let err = r.stderr();
-    assert!(
-        regex::Regex::new(r"(?m)^#\d+ digest: sha256:[0-9a-f]{64}$")
-            .expect("regex")
-            .is_match(&err),
-        "{}",
-        r.explain()
-    );
-    assert!(
-        regex::Regex::new(r"(?m)^#\d+ inputs: (#\d+ \()?sha256:[0-9a-f]{64}")
-            .expect("regex")
-            .is_match(&err),
-        "{}",
-        r.explain()
-    );
-    assert!(
-        regex::Regex::new(r"(?m)^#\d+ transferring context: .*\[current=\d+ total=\d+\]$")
-            .expect("regex")
-            .is_match(&err),
-        "{}",
-        r.explain()
+    assert_matches(&err, r"(?m)^#\d+ digest: sha256:[0-9a-f]{64}$", &r);
+    assert_matches(&err, r"(?m)^#\d+ inputs: (#\d+ \()?sha256:[0-9a-f]{64}", &r);
+    assert_matches(
+        &err,
+        r"(?m)^#\d+ transferring context: .*\[current=\d+ total=\d+\]$",
+        &r,
     );
     assert!(
         err.contains("WARN: ConsistentInstructionCasing"),
         "{}",
         r.explain()
     );
-    assert!(
-        regex::Regex::new(r"(?m)^#\d+   at Dockerfile:4$")
-            .expect("regex")
-            .is_match(&err),
-        "{}",
-        r.explain()
-    );
+    assert_matches(&err, r"(?m)^#\d+   at Dockerfile:4$", &r);
     assert!(err.contains("4 | from bb as final"), "{}", r.explain());
 }
 
@@ -879,12 +864,10 @@ fn a_cache_import_that_finds_nothing_is_a_warning() {
         &[],
     );
     r.assert_ok();
-    assert!(
-        regex::Regex::new(r"(?m)^Build finished in \d+\.\ds: \d+ steps \(\d+ run, \d+ cached\), 1 warning, .*, cache import \d+\.\ds, cache export \d+\.\ds$")
-            .expect("regex")
-            .is_match(&r.stderr()),
-        "{}",
-        r.explain()
+    assert_matches(
+        &r.stderr(),
+        r"(?m)^Build finished in \d+\.\ds: \d+ steps \(\d+ run, \d+ cached\), 1 warning, .*, cache import \d+\.\ds, cache export \d+\.\ds$",
+        &r,
     );
 }
 
