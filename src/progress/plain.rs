@@ -683,8 +683,7 @@ impl<W: Write> PlainPrinter<W> {
             if rest.contains(&c) {
                 self.print_step(c);
             }
-            let waiting = self.updates.clone();
-            if let Some(i) = self.holding_too_much(waiting.into_iter(), Some(c)) {
+            if let Some(i) = self.holding_too_much(self.updates.iter().copied(), Some(c)) {
                 self.print_step(i);
             }
             return;

@@ -570,12 +570,10 @@ impl BuildState {
         );
         let mut cached = true;
         let mut error = String::new();
+        // The members' runs are already in the group's (see `update`).
         for m in members.values() {
-            if let Some(start) = m.started {
-                record_run(&mut step.intervals, start, m.completed);
-                if !m.progress_group.as_ref().is_some_and(|g| g.weak) {
-                    step.hidden = false;
-                }
+            if m.started.is_some() && !m.progress_group.as_ref().is_some_and(|g| g.weak) {
+                step.hidden = false;
             }
             cached &= m.cached;
             if error.is_empty() {
