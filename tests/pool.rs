@@ -674,6 +674,18 @@ fn stalled_endpoints_cost_no_more_than_the_daemon_timeout() {
     );
 }
 
+/// Kills daemon `i` under `build`, which must then succeed elsewhere: the
+/// run and the one line saying it moved.
+fn moved_after_killing(fleet: &mut Fleet, build: Background, i: usize) -> (Run, String) {
+    fleet.kill(i);
+    let run = build.finish(Duration::from_secs(120));
+    run.assert_ok();
+    let lost = retries(&run);
+    assert_eq!(lost.len(), 1, "{}", run.explain());
+    let line = lost[0].clone();
+    (run, line)
+}
+
 #[test]
 fn a_build_moves_to_the_next_daemon_only_if_no_step_had_started() {
     let mut fleet = Fleet::start(4);
@@ -706,16 +718,12 @@ fn a_build_moves_to_the_next_daemon_only_if_no_step_had_started() {
         "the context transfer never started:\n{}",
         build.stderr()
     );
-    fleet.kill(0);
-    let run = build.finish(Duration::from_secs(120));
-    run.assert_ok();
-    let lost = retries(&run);
-    assert_eq!(lost.len(), 1, "{}", run.explain());
+    let (run, lost) = moved_after_killing(&mut fleet, build, 0);
     assert!(
-        lost[0].starts_with(&format!(
+        lost.starts_with(&format!(
             "bkd: route: lost {} before any build step started: ",
             list[0]
-        )) && lost[0].ends_with("; retrying on the next daemon"),
+        )) && lost.ends_with("; retrying on the next daemon"),
         "{}",
         run.explain()
     );
@@ -768,13 +776,9 @@ fn a_build_moves_to_the_next_daemon_only_if_no_step_had_started() {
         !processes_matching(&marker).is_empty()
     });
     assert!(running, "the step never started:\n{}", build.stderr());
-    fleet.kill(2);
-    let run = build.finish(Duration::from_secs(120));
-    run.assert_ok();
-    let lost = retries(&run);
-    assert_eq!(lost.len(), 1, "{}", run.explain());
+    let (run, lost) = moved_after_killing(&mut fleet, build, 2);
     assert!(
-        lost[0].starts_with(&format!(
+        lost.starts_with(&format!(
             "bkd: route: lost {} after a build step had started (--retry-after-start): ",
             list[2]
         )),

@@ -363,26 +363,25 @@ fn endpoint_default_name(endpoint: &Endpoint) -> Option<String> {
 /// How many endpoints, in the key's order, one pass tries at most.
 const MAX_TRIED: usize = 64;
 
+/// A TCP endpoint that `spec`'s name led to.
+fn found_endpoint(spec: &EndpointSpec, host: String, port: u16) -> Endpoint {
+    let address = crate::transport::Address::Tcp { host, port };
+    Endpoint {
+        id: address.to_string(),
+        address,
+        server_name: spec.server_name.clone(),
+        origin: Some(spec.raw.clone()),
+    }
+}
+
 async fn discover_one(spec: &EndpointSpec) -> Result<Vec<Endpoint>, String> {
-    use crate::transport::Address;
     match &spec.kind {
         SpecKind::Fixed(_) => Ok(spec.fixed().into_iter().collect()),
         SpecKind::Records { name, port } => {
             let ips = dns::addresses(name, *port).await?;
             Ok(ips
                 .into_iter()
-                .map(|ip| {
-                    let address = Address::Tcp {
-                        host: ip.to_string(),
-                        port: *port,
-                    };
-                    Endpoint {
-                        id: address.to_string(),
-                        address,
-                        server_name: spec.server_name.clone(),
-                        origin: Some(spec.raw.clone()),
-                    }
-                })
+                .map(|ip| found_endpoint(spec, ip.to_string(), *port))
                 .collect())
         }
         SpecKind::Srv { name } => {
@@ -391,18 +390,7 @@ async fn discover_one(spec: &EndpointSpec) -> Result<Vec<Endpoint>, String> {
                 .into_iter()
                 // "." is a name's way of saying it has no such service.
                 .filter(|t| t.port != 0 && !t.host.is_empty() && t.host != ".")
-                .map(|t| {
-                    let address = Address::Tcp {
-                        host: t.host,
-                        port: t.port,
-                    };
-                    Endpoint {
-                        id: address.to_string(),
-                        address,
-                        server_name: spec.server_name.clone(),
-                        origin: Some(spec.raw.clone()),
-                    }
-                })
+                .map(|t| found_endpoint(spec, t.host, t.port))
                 .collect())
         }
     }
